@@ -1,0 +1,1 @@
+"""The `shifu` command line: a thin shell over the engine and the KB."""

@@ -1,0 +1,119 @@
+"""Readable text output of an answer for `shifu ask`, printed as the events arrive."""
+
+from __future__ import annotations
+
+from typing import Any, TextIO
+
+from appliance.engine.partial import complete_json
+from appliance.engine.types import Answer, CodeFound, HistoryFound, PassagesFound
+
+LABELS = {
+    "zh-TW": {
+        "unknown": "找不到此代碼", "suggest": "您是不是要找", "steps": "標準排查步驟（工廠標準作業程序）",
+        "safety": "安全注意", "history": "過去的處理方式", "times": "次", "passages": "參考資料",
+        "generated": "AI 說明（非標準作業程序）", "symptom": "症狀查詢", "model_off": "模型無法使用",
+        "severity": {"info": "資訊", "warning": "警告", "critical": "嚴重"}, "recent": "最近紀錄",
+    },
+    "en": {
+        "unknown": "Code not found", "suggest": "Did you mean", "steps": "Standard procedure (plant SOP)",
+        "safety": "Safety", "history": "What fixed this before", "times": "x", "passages": "Sources",
+        "generated": "AI explanation (not the standard procedure)", "symptom": "Symptom search",
+        "model_off": "Model unavailable", "severity": {"info": "info", "warning": "warning", "critical": "CRITICAL"},
+        "recent": "Recent",
+    },
+}
+
+
+def labels(lang: str) -> dict[str, Any]:
+    return LABELS.get(lang, LABELS["en"])
+
+
+class TextPrinter:
+    """Prints each event as it comes; the generated answer is re-rendered as it streams."""
+
+    def __init__(self, out: TextIO, lang: str) -> None:
+        self.out = out
+        self.lang = lang
+        self.raw = ""
+        self.shown_summary = 0
+        self.shown_steps = 0
+
+    def w(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def code(self, event: CodeFound, query: str) -> None:
+        t = labels(self.lang)
+        entry = event.entry
+        if entry is None:
+            if event.normalized:
+                self.w(f"✗ {t['unknown']}: {query}")
+                if event.suggestions:
+                    self.w(f"  {t['suggest']}: {', '.join(event.suggestions)}")
+            else:
+                self.w(f"{t['symptom']}: {query}")
+            return
+        severity = t["severity"].get(entry.severity, entry.severity)
+        model = f" · {entry.machine_model}" if entry.machine_model else ""
+        self.w(f"■ {entry.code}  {entry.title}  [{severity}]{model}")
+        self.w(f"{t['steps']}:")
+        for i, step in enumerate(entry.steps, start=1):
+            self.w(f"  {i}. {step}")
+        if entry.safety:
+            self.w(f"{t['safety']}:")
+            for note in entry.safety:
+                self.w(f"  ⚠ {note}")
+
+    def history(self, event: HistoryFound) -> None:
+        t = labels(self.lang)
+        if not event.summary:
+            return
+        self.w(f"{t['history']}:")
+        for fix in event.summary:
+            self.w(f"  • {fix.action} ({fix.count}{t['times']}, {fix.last_date})")
+
+    def passages(self, event: PassagesFound) -> None:
+        t = labels(self.lang)
+        if event.passages:
+            self.w(f"{t['passages']}:")
+            for p in event.passages:
+                page = f" p.{p.page}" if p.page else ""
+                self.w(f"  [{p.n}] {p.source} > {p.section}{page}")
+        self.w(f"{t['generated']}:")
+
+    def token(self, piece: str) -> None:
+        self.raw += piece
+        data = complete_json(self.raw)
+        if not isinstance(data, dict):
+            return
+        summary = str(data.get("summary") or "")
+        steps = data.get("steps") or []
+        # Print only what is final: a step is final once the next one has started.
+        done_steps = steps[:-1] if isinstance(steps, list) else []
+        if summary and self.shown_summary == 0 and (steps or "steps" in data):
+            self.w(f"  {summary}")
+            self.shown_summary = 1
+        for step in done_steps[self.shown_steps :]:
+            self._step(step)
+
+    def _step(self, step: Any) -> None:
+        self.shown_steps += 1
+        if isinstance(step, dict):
+            marks = "".join(f"[{n}]" for n in step.get("cites", []) if isinstance(n, int))
+            self.w(f"  {self.shown_steps}. {step.get('text', '')} {marks}".rstrip())
+
+    def done(self, answer: Answer) -> None:
+        generated = answer.generated
+        if generated:
+            if not self.shown_summary and generated.get("summary"):
+                self.w(f"  {generated['summary']}")
+            for step in generated.get("steps", [])[self.shown_steps :]:
+                self._step(step)
+            for note in generated.get("safety", []):
+                self.w(f"  ⚠ {note}")
+            if generated.get("parts"):
+                self.w("  " + ", ".join(generated["parts"]))
+        elif not answer.model_available:
+            self.w(f"  ({labels(self.lang)['model_off']})")
+        for notice in answer.notices:
+            self.w(f"ⓘ {notice}")

@@ -1,0 +1,159 @@
+"""Settings: one pydantic-settings object with nested sections.
+
+Sources, strongest first: constructor arguments, environment (`SHIFU_` prefix, `__` for
+nesting, e.g. `SHIFU_MODEL__N_GPU_LAYERS=99`), the TOML file (`paths.config_file()`),
+then the defaults below. Unknown keys and invalid values fail at start with a message
+naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from appliance import paths
+from appliance.serial_settings import SerialSettings
+from kb.errors import ConfigError
+
+Lang = Literal["zh-TW", "en"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GeneralSettings(Section):
+    lang: Lang = "zh-TW"
+    """Default answer and interface language."""
+    site: str = "Shifu"
+    """Plant or line name shown in the status bar."""
+    max_query_chars: int = Field(default=500, ge=16, le=10_000)
+    """Longest query accepted; longer input is refused with exit code 2."""
+
+
+class ModelSettings(Section):
+    backend: Literal["llama_cpp", "openai", "ollama"] = "llama_cpp"
+    """Which LLM backend answers: in-process llama.cpp, an OpenAI-compatible server, or Ollama."""
+    path: Path | None = None
+    """Base GGUF file; empty means the registry's active base (the embedded model by default)."""
+    adapter: Path | None = None
+    """LoRA GGUF adapter; empty means the registry's active adapter, if any."""
+    n_ctx: int = Field(default=4096, ge=512, le=131072)
+    """Context window in tokens."""
+    n_threads: int | None = Field(default=None, ge=1)
+    """CPU threads for generation; empty means all cores."""
+    n_gpu_layers: int = Field(default=0, ge=-1)
+    """Layers offloaded to the GPU (-1 = all; 0 on a machine without CUDA)."""
+    flash_attn: bool = False
+    """Flash attention (GPU builds)."""
+    max_tokens: int = Field(default=640, ge=16, le=8192)
+    """Upper bound on generated tokens; above what the answer grammar can need."""
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    """Sampling temperature; 0 gives repeatable answers."""
+    seed: int = 1234
+    """Sampling seed."""
+    enabled: bool = True
+    """False turns generation off everywhere (standard procedure, history and sources only)."""
+    server_url: str = "http://127.0.0.1:8080/v1"
+    """Base URL for the `openai` backend, or the Ollama host for `ollama`."""
+    server_model: str = "shifu"
+    """Model name sent to a server backend."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Per-request timeout for server backends."""
+
+
+class RetrievalSettings(Section):
+    top_k: int = Field(default=5, ge=1, le=50)
+    """Passages given to the model and shown as sources."""
+    dense: bool = True
+    """Use the vector index besides full-text search."""
+    embedding_model: Path | None = None
+    """Local sentence-transformers model directory; empty means the bundled all-MiniLM-L6-v2."""
+    rrf_k: int = Field(default=60, ge=1)
+    """Reciprocal-rank-fusion constant."""
+    min_score: float = Field(default=0.35, ge=0.0, le=1.0)
+    """For an unknown code or a symptom: the best passage's cosine similarity below which nothing counts
+    as relevant, and the answer says it is not in the knowledge base instead of generating."""
+
+
+class KioskSettings(Section):
+    scanner_prefix: str = ""
+    """Characters a barcode scanner sends before the code; stripped."""
+    scanner_suffix: str = ""
+    """Characters a barcode scanner sends after the code (before Enter); stripped."""
+    kiosk_mode: bool = False
+    """When true, Ctrl+C/Ctrl+Q and friends do not leave the app; only technician mode can."""
+    technician_idle_s: int = Field(default=300, ge=10)
+    """Technician mode logs out after this many idle seconds."""
+    pin_lockout_attempts: int = Field(default=5, ge=1)
+    """Wrong PINs before technician mode is locked for a while."""
+    pin_lockout_s: int = Field(default=300, ge=1)
+    """How long technician mode stays locked after too many wrong PINs."""
+    high_contrast: bool = False
+    """High-contrast theme."""
+
+
+class AuditSettings(Section):
+    retention_days: int = Field(default=730, ge=1)
+    """Audit rows older than this are deleted by `shifu doctor --prune` and at start."""
+
+
+class Settings(BaseSettings):
+    """All of Shifu's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHIFU_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    general: GeneralSettings = GeneralSettings()
+    model: ModelSettings = ModelSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    kiosk: KioskSettings = KioskSettings()
+    serial: SerialSettings = SerialSettings()
+    audit: AuditSettings = AuditSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=paths.config_file())
+        return (init_settings, env_settings, toml)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(root)"
+        lines.append(f"  {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load and validate settings; raise ConfigError naming every bad key."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(
+            f"invalid configuration (file {paths.config_file()}, or SHIFU_* environment):\n"
+            f"{_describe(error)}\nFix or remove these keys and start again."
+        ) from error
+    except ValueError as error:  # malformed TOML or env JSON
+        raise ConfigError(
+            f"cannot read configuration {paths.config_file()}: {error}"
+        ) from error

@@ -1,0 +1,51 @@
+"""Build an Engine from settings and the standard paths."""
+
+from __future__ import annotations
+
+from appliance import paths
+from appliance.config import Settings
+from appliance.engine.engine import Engine
+from appliance.llm.base import LLMBackend
+from appliance.store.opstore import OpStore
+from kb.embed import SentenceTransformerEmbedder
+from kb.errors import ModelError
+from kb.versions import VersionStore
+from models.registry import load_registry
+
+
+def make_backend(settings: Settings) -> LLMBackend:
+    """The configured LLM backend over the registry's (or the configured) model."""
+    model = settings.model
+    registry = load_registry(paths.models_toml())
+    base = registry.base()
+    if model.path is not None:
+        from dataclasses import replace
+
+        base = replace(base, id=model.path.stem, path=model.path, sha256="")
+    adapter = registry.adapter()
+    if model.adapter is not None:
+        from models.registry import ModelEntry
+
+        adapter = ModelEntry(id=model.adapter.stem, path=model.adapter, kind="adapter")
+    if model.backend == "llama_cpp":
+        from appliance.llm.llama_cpp import LlamaCppBackend
+
+        return LlamaCppBackend(
+            base, adapter, n_ctx=model.n_ctx, n_threads=model.n_threads, n_gpu_layers=model.n_gpu_layers,
+            flash_attn=model.flash_attn, hash_cache=paths.state_dir() / "hashes.json",
+        )
+    raise ModelError(f"model.backend = {model.backend!r} is not available in this build")
+
+
+def make_engine(settings: Settings, *, with_opstore: bool = True) -> Engine:
+    paths.ensure_state()
+    embedder = None
+    if settings.retrieval.dense:
+        embedder = SentenceTransformerEmbedder(settings.retrieval.embedding_model)
+    return Engine(
+        settings,
+        VersionStore(paths.kb_dir()),
+        backend_factory=lambda: make_backend(settings),
+        opstore=OpStore(paths.ops_db()) if with_opstore else None,
+        embedder=embedder,
+    )

@@ -1,0 +1,117 @@
+"""Typed values of the engine: the query, the events of a stream, and the answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kb.types import CodeEntry, FixCount, Passage, RepairRecord
+
+
+@dataclass(frozen=True)
+class Query:
+    """An operator's question, a scanned code or a machine alarm."""
+
+    text: str
+    machine_id: str = ""
+    source: str = "cli"  # keyboard | scanner | serial | cli | http
+    lang: str = "zh-TW"
+    priority: int = 0  # 0 = operator (first), higher = background work
+
+
+@dataclass(frozen=True)
+class CodeFound:
+    """Step 2: the code-table lookup (entry None when the code is unknown or a symptom)."""
+
+    normalized: str | None
+    entry: CodeEntry | None
+    candidates: tuple[CodeEntry, ...] = ()
+    suggestions: tuple[str, ...] = ()
+    machine_model: str = ""
+
+
+@dataclass(frozen=True)
+class HistoryFound:
+    """Step 3: what fixed this code before."""
+
+    records: tuple[RepairRecord, ...]
+    summary: tuple[FixCount, ...]
+
+
+@dataclass(frozen=True)
+class PassagesFound:
+    """Step 4: numbered passages from hybrid retrieval."""
+
+    passages: tuple[Passage, ...]
+    notices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Token:
+    """Step 6: a piece of the generated answer as it streams."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A step failed; the steps before it still stand."""
+
+    step: str
+    message: str
+
+
+@dataclass
+class Answer:
+    """Everything one query produced; `to_json` is the `shifu ask --json` object."""
+
+    query: str
+    lang: str
+    machine_id: str = ""
+    normalized: str | None = None
+    code: CodeEntry | None = None
+    candidates: list[CodeEntry] = field(default_factory=list)
+    suggestions: list[str] = field(default_factory=list)
+    history: list[RepairRecord] = field(default_factory=list)
+    history_summary: list[FixCount] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)
+    generated: dict[str, Any] | None = None
+    model_available: bool = False
+    model: dict[str, Any] | None = None
+    cached: bool = False
+    kb_version: int | None = None
+    notices: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    audit_id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "normalized": self.normalized,
+            "lang": self.lang,
+            "machine_id": self.machine_id or None,
+            "code": self.code.to_json() if self.code else None,
+            "candidates": [c.to_json() for c in self.candidates],
+            "suggestions": list(self.suggestions),
+            "history": [r.to_json() for r in self.history],
+            "history_summary": [s.to_json() for s in self.history_summary],
+            "passages": [p.to_json() for p in self.passages],
+            "generated": self.generated,
+            "model_available": self.model_available,
+            "model": self.model,
+            "cached": self.cached,
+            "kb_version": self.kb_version,
+            "notices": list(self.notices),
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            "audit_id": self.audit_id,
+        }
+
+
+@dataclass(frozen=True)
+class Done:
+    """Step 7: the finished answer (also sent when only the standard procedure exists)."""
+
+    answer: Answer
+
+
+Event = CodeFound | HistoryFound | PassagesFound | Token | Failed | Done

@@ -1,0 +1,79 @@
+"""The LLM backend interface: stream text for chat messages under generation options."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class GenerateOptions(BaseModel):
+    """Per-call generation options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = 640
+    temperature: float = 0.0
+    seed: int = 1234
+    json_schema: dict[str, Any] | None = None
+    stop: list[str] = []
+
+
+@dataclass
+class ModelInfo:
+    """What answered: ids and hashes of base and adapter, and where it runs."""
+
+    backend: str
+    base_id: str = ""
+    base_sha256: str = ""
+    adapter_id: str = ""
+    adapter_sha256: str = ""
+    device: str = "CPU"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "base": self.base_id,
+            "base_sha256": self.base_sha256,
+            "adapter": self.adapter_id or None,
+            "adapter_sha256": self.adapter_sha256 or None,
+            "device": self.device,
+        }
+
+
+@dataclass
+class StreamStats:
+    """Token counts of the last generation (for benchmarks and the audit log)."""
+
+    prompt_tokens: int = 0
+    evaluated_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+
+
+class LLMBackend(ABC):
+    """One loaded model. `stream` yields text pieces; closing the iterator cancels."""
+
+    name = "base"
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the model now (raise ModelError when it cannot be loaded)."""
+
+    @abstractmethod
+    def info(self) -> ModelInfo:
+        """Ids, hashes and device of the loaded model."""
+
+    @abstractmethod
+    def stream(self, messages: list[dict[str, str]], options: GenerateOptions) -> Iterator[str]:
+        """Yield generated text pieces; raise ModelError on failure."""
+
+    def last_stats(self) -> StreamStats:
+        return StreamStats()
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the model."""

@@ -1,0 +1,1 @@
+"""The operational database: audit log, feedback, alarms, imports, answer cache."""

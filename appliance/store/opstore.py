@@ -1,0 +1,146 @@
+"""Operational SQLite database (WAL, synchronous=FULL): nothing acknowledged is lost.
+
+The wall clock is recorded for people to read, never for ordering: rows are ordered by
+their integer ids.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from kb.store.migrate import Migration, connect, migrate
+
+VERDICTS = ("fixed", "not_fixed", "call_technician")
+
+
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, query TEXT NOT NULL,
+            normalized TEXT, lang TEXT, machine_id TEXT, source TEXT, code TEXT, kb_version INTEGER,
+            passage_ids TEXT, model_id TEXT, model_sha256 TEXT, adapter_id TEXT, adapter_sha256 TEXT,
+            model_available INTEGER, cached INTEGER, answer TEXT, notices TEXT, timings TEXT)"""
+    )
+    db.execute(
+        """CREATE TABLE feedback (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, audit_id INTEGER REFERENCES audit(id),
+            verdict TEXT NOT NULL, operator TEXT, created REAL NOT NULL)"""
+    )
+    db.execute(
+        """CREATE TABLE alarms (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, received REAL NOT NULL, port TEXT, machine_id TEXT,
+            raw TEXT, code TEXT, normalized TEXT, message TEXT, status TEXT NOT NULL DEFAULT 'new',
+            repeats INTEGER NOT NULL DEFAULT 0, audit_id INTEGER)"""
+    )
+    db.execute(
+        """CREATE TABLE imports (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, kind TEXT, path TEXT,
+            key_id TEXT, sequence INTEGER, result TEXT, message TEXT)"""
+    )
+    db.execute(
+        "CREATE TABLE answer_cache (cache_key TEXT PRIMARY KEY, created REAL NOT NULL, answer TEXT NOT NULL)"
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_initial]
+
+
+class OpStore:
+    """Thread-safe access to the operational database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = connect(path, synchronous="FULL")
+        migrate(self.db, MIGRATIONS)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def _insert(self, table: str, row: dict[str, Any]) -> int:
+        with self._lock, self.db.conn:
+            cursor = self.db.conn.execute(
+                f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",  # noqa: S608
+                list(row.values()),
+            )
+            return int(cursor.lastrowid or 0)
+
+    # -- audit -----------------------------------------------------------------------------
+    def write_audit(self, answer: dict[str, Any], source: str = "") -> int:
+        """One row per answered query; returns its id (feedback refers to it)."""
+        model = answer.get("model") or {}
+        code = answer.get("code") or {}
+        return self._insert(
+            "audit",
+            {
+                "created": time.time(), "query": answer["query"], "normalized": answer.get("normalized"),
+                "lang": answer.get("lang"), "machine_id": answer.get("machine_id"), "source": source,
+                "code": code.get("code"), "kb_version": answer.get("kb_version"),
+                "passage_ids": json.dumps([p["id"] for p in answer.get("passages", [])]),
+                "model_id": model.get("base"), "model_sha256": model.get("base_sha256"),
+                "adapter_id": model.get("adapter"), "adapter_sha256": model.get("adapter_sha256"),
+                "model_available": int(bool(answer.get("model_available"))), "cached": int(bool(answer.get("cached"))),
+                "answer": json.dumps(answer.get("generated"), ensure_ascii=False),
+                "notices": json.dumps(answer.get("notices", []), ensure_ascii=False),
+                "timings": json.dumps(answer.get("timings_ms", {})),
+            },
+        )
+
+    def audit_rows(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self.rows("SELECT * FROM audit ORDER BY id DESC LIMIT ?", [limit])
+
+    def add_feedback(self, audit_id: int | None, verdict: str, operator: str = "") -> int:
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}")
+        return self._insert(
+            "feedback", {"audit_id": audit_id, "verdict": verdict, "operator": operator or None, "created": time.time()}
+        )
+
+    # -- alarms ----------------------------------------------------------------------------
+    def add_alarm(self, *, port: str, machine_id: str, raw: str, code: str, normalized: str, message: str,
+                  status: str = "new") -> int:
+        return self._insert(
+            "alarms",
+            {"received": time.time(), "port": port, "machine_id": machine_id, "raw": raw, "code": code,
+             "normalized": normalized, "message": message, "status": status},
+        )
+
+    def alarms(self, limit: int = 100, after_id: int = 0) -> list[dict[str, Any]]:
+        return self.rows("SELECT * FROM alarms WHERE id > ? ORDER BY id DESC LIMIT ?", [after_id, limit])
+
+    # -- answer cache ----------------------------------------------------------------------
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        row = self.db.conn.execute("SELECT answer FROM answer_cache WHERE cache_key = ?", [key]).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def cache_put(self, key: str, answer: dict[str, Any]) -> None:
+        with self._lock, self.db.conn:
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO answer_cache (cache_key, created, answer) VALUES (?, ?, ?)",
+                [key, time.time(), json.dumps(answer, ensure_ascii=False)],
+            )
+
+    # -- generic ---------------------------------------------------------------------------
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        cursor = self.db.conn.execute(sql, params or [])
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def prune(self, retention_days: int) -> int:
+        """Delete audit rows (and their feedback) older than the retention period; checkpoint WAL."""
+        cutoff = time.time() - retention_days * 86400
+        with self._lock, self.db.conn:
+            self.db.conn.execute("DELETE FROM feedback WHERE audit_id IN (SELECT id FROM audit WHERE created < ?)", [cutoff])
+            deleted = self.db.conn.execute("DELETE FROM audit WHERE created < ?", [cutoff]).rowcount
+        try:
+            self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass
+        return int(deleted)

@@ -1,0 +1,1 @@
+"""Hybrid retrieval: FTS5 (trigram + words/CJK bigrams) and dense vectors, fused by RRF."""

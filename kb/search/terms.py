@@ -1,0 +1,67 @@
+"""Terms for the word index: Latin words as they are, CJK runs as overlapping bigrams."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
+_WORD = re.compile(r"[0-9A-Za-z\u00c0-\u024f]+(?:[-_.:][0-9A-Za-z]+)*")
+STOPWORDS = frozenset(
+    "a an and are as at be by do does for from how i in is it my of on or the this to what when "
+    "which why with should can".split()
+)
+
+
+def cjk_bigrams(run: str) -> list[str]:
+    if len(run) == 1:
+        return [run]
+    return [run[i : i + 2] for i in range(len(run) - 1)]
+
+
+def index_terms(text: str) -> str:
+    """Text for the `chunks_words` index: words plus CJK bigrams, space separated."""
+    folded = unicodedata.normalize("NFKC", text)
+    terms: list[str] = []
+    for match in _WORD.finditer(folded):
+        word = match.group(0)
+        terms.append(word)
+        compact = re.sub(r"[-_.:]", "", word)
+        if compact != word:  # `E-203` is also findable as `E203`
+            terms.append(compact)
+    for run in _CJK_RUN.findall(folded):
+        terms.extend(cjk_bigrams(run))
+    return " ".join(terms)
+
+
+def _quote(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def word_query(text: str) -> str | None:
+    """FTS5 MATCH expression for the word index (OR of quoted terms), or None."""
+    folded = unicodedata.normalize("NFKC", text)
+    terms: list[str] = []
+    for match in _WORD.finditer(folded):
+        word = match.group(0).lower()
+        if word not in STOPWORDS:
+            terms.append(word)
+    for run in _CJK_RUN.findall(folded):
+        terms.extend(cjk_bigrams(run))
+    unique = list(dict.fromkeys(terms))[:32]
+    return " OR ".join(_quote(t) for t in unique) or None
+
+
+def trigram_query(text: str) -> str | None:
+    """FTS5 MATCH expression for the trigram index: OR of terms of three or more characters."""
+    folded = unicodedata.normalize("NFKC", text)
+    terms: list[str] = []
+    for match in _WORD.finditer(folded):
+        word = match.group(0).lower()
+        if len(word) >= 3 and word not in STOPWORDS:
+            terms.append(word)
+    for run in _CJK_RUN.findall(folded):
+        if len(run) >= 3:
+            terms.append(run)
+    unique = list(dict.fromkeys(terms))[:32]
+    return " OR ".join(_quote(t) for t in unique) or None

@@ -1,0 +1,1 @@
+"""Reading a knowledge-base source folder: tables, records, manuals and the mapping."""

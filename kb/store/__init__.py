@@ -1,0 +1,1 @@
+"""SQLite storage of a knowledge-base version (the record of truth)."""

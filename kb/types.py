@@ -1,0 +1,112 @@
+"""Typed records of the knowledge base, shared by the engine, CLI and tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CodeEntry:
+    """One row of a code table: the plant's standard procedure for a code."""
+
+    code: str
+    key: str
+    title: str
+    steps: tuple[str, ...]
+    safety: tuple[str, ...] = ()
+    severity: str = "warning"
+    machine_model: str = ""
+    lang: str = "en"
+    description: str = ""
+    source: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "machine_model": self.machine_model or None,
+            "title": self.title,
+            "severity": self.severity,
+            "steps": list(self.steps),
+            "safety": list(self.safety),
+            "lang": self.lang,
+        }
+
+
+@dataclass(frozen=True)
+class RepairRecord:
+    """One past repair from the plant's records."""
+
+    date: str
+    machine_id: str
+    machine_model: str
+    code: str
+    symptom: str
+    action: str
+    parts: str
+    result: str
+    technician: str = ""
+    duration_min: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "date": self.date,
+            "machine_id": self.machine_id,
+            "symptom": self.symptom,
+            "action": self.action,
+            "parts": self.parts,
+            "result": self.result,
+        }
+
+
+@dataclass(frozen=True)
+class FixCount:
+    """A fix that worked before, with how often."""
+
+    action: str
+    count: int
+    last_date: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "count": self.count, "last_date": self.last_date}
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved chunk of a manual (or of a code table), numbered for citation."""
+
+    id: str
+    source: str
+    section: str
+    text: str
+    page: int | None = None
+    lang: str = "en"
+    score: float = 0.0
+    n: int = 0
+    kind: str = "manual"
+    scores: dict[str, float] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "n": self.n,
+            "source": self.source,
+            "section": self.section,
+            "page": self.page,
+            "text": self.text,
+            "score": round(self.score, 6),
+        }
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a source document as stored in the KB (before retrieval)."""
+
+    id: str
+    source: str
+    section: str
+    text: str
+    page: int | None
+    lang: str
+    kind: str = "manual"
+    ordinal: int = 0

@@ -1,0 +1,1 @@
+"""Model lifecycle: registry, prompt format, datasets, fine-tuning, export, evaluation."""

