@@ -231,6 +231,7 @@ def doctor(as_json: bool, load_model: bool) -> None:
 # Command groups that live in their own modules; each exposes `register(cli)`.
 PLUGIN_MODULES = (
     "appliance.cli.kiosk_cmd",
+    "appliance.cli.kb_eval_cmd",
     "appliance.cli.serial_cmd",
     "appliance.cli.bundle_cmd",
     "appliance.cli.model_cmd",
