@@ -1,0 +1,129 @@
+"""The engine end to end on the real sample KB and the real embedded model."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from appliance.engine import CodeFound, Done, HistoryFound, PassagesFound, Query, Token
+from kb.source.codes import split_items
+from tests.conftest import SAMPLE_KB
+
+
+def table_row(code: str, model: str, lang: str) -> dict[str, str]:
+    for path in sorted((SAMPLE_KB / "codes").glob("*.csv")):
+        with open(path, encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                if row["code"] == code and row["machine_model"] == model and row["lang"] == lang:
+                    return row
+    raise AssertionError(f"{code}/{model}/{lang} not in the sample code tables")
+
+
+@pytest.mark.parametrize("lang", ["zh-TW", "en"])
+def test_known_code_gives_exact_steps_and_a_generated_part(engine, lang: str) -> None:
+    answer = engine.answer(Query("E-203", machine_id="IM-01", lang=lang))
+    row = table_row("E-203", "IM-850", lang)
+    assert answer.code is not None
+    assert answer.code.title == row["title"]
+    assert list(answer.code.steps) == list(split_items(row["steps"]))
+    assert answer.code.lang == lang
+    assert answer.model_available is True
+    assert answer.generated is not None and answer.generated["text"].strip()
+    assert answer.generated["steps"], "the model produced no steps"
+    cited = {p.n for p in answer.passages}
+    for step in answer.generated["steps"]:
+        assert set(step["cites"]) <= cited
+    assert set(answer.generated["cites"]) <= {p.id for p in answer.passages}
+
+
+def test_events_come_in_order_and_procedure_before_model(engine) -> None:
+    kinds = []
+    for event in engine.stream(Query("A03", machine_id="CV-01", lang="en")):
+        kinds.append(type(event))
+    assert kinds[:3] == [CodeFound, HistoryFound, PassagesFound]
+    assert Token in kinds
+    assert kinds.index(Token) > kinds.index(PassagesFound)
+    assert kinds[-1] is Done
+
+
+@pytest.mark.parametrize("typed", ["Ｅ－２０３", "e-203", "e 203", "E203", " e203 "])
+def test_normalisation_variants_find_the_code(engine, typed: str) -> None:
+    answer = engine.answer(Query(typed, machine_id="IM-01", lang="en"), use_model=False)
+    assert answer.normalized == "E203"
+    assert answer.code is not None and answer.code.code == "E-203"
+
+
+def test_machine_model_picks_the_row(engine) -> None:
+    conveyor = engine.answer(Query("E-001", machine_id="CV-01", lang="en"), use_model=False)
+    moulder = engine.answer(Query("E-001", machine_id="IM-01", lang="en"), use_model=False)
+    assert conveyor.code.machine_model == "CV-200"
+    assert moulder.code.machine_model == "IM-850"
+    assert conveyor.code.steps != moulder.code.steps
+    assert any(c.machine_model == "IM-850" for c in conveyor.candidates)
+
+
+def test_history_for_a_known_code(engine) -> None:
+    answer = engine.answer(Query("A03", machine_id="CV-01", lang="zh-TW"), use_model=False)
+    assert answer.history, "the sample records hold repairs for A03"
+    assert answer.history_summary and answer.history_summary[0].count >= 2
+    counts = [fix.count for fix in answer.history_summary]
+    assert counts == sorted(counts, reverse=True)
+
+
+def test_unknown_code_says_so_and_suggests(engine) -> None:
+    answer = engine.answer(Query("E-2O3", lang="en"))  # letter O instead of zero
+    assert answer.code is None
+    assert answer.normalized == "E2O3"
+    assert "E-203" in answer.suggestions
+    assert any("not in the code table" in n for n in answer.notices)
+    data = answer.to_json()
+    assert data["code"] is None
+
+
+def test_unknown_code_with_nothing_relevant_is_not_invented(engine) -> None:
+    answer = engine.answer(Query("ZQ-9999", lang="en"))
+    assert answer.code is None
+    assert answer.generated is not None
+    assert answer.generated["escalate"] is True
+    assert answer.generated["steps"] == []
+    assert "not in the knowledge base" in answer.generated["text"]
+
+
+def test_symptom_query_gets_passages(engine) -> None:
+    answer = engine.answer(Query("皮帶打滑", lang="zh-TW"), use_model=False)
+    assert answer.normalized is None
+    assert answer.passages
+
+
+def test_audit_row_written(engine, kb_home: Path) -> None:
+    answer = engine.answer(Query("A03", machine_id="CV-01", lang="en"))
+    conn = sqlite3.connect(kb_home / "ops.sqlite")
+    row = conn.execute(
+        "SELECT query, normalized, passage_ids, model_id, model_sha256, kb_version, answer, timings FROM audit WHERE id = ?",
+        [answer.audit_id],
+    ).fetchone()
+    assert row is not None
+    query, normalized, passage_ids, model_id, sha, kb_version, generated, timings = row
+    assert (query, normalized, kb_version) == ("A03", "A03", 1)
+    assert model_id == "smollm2-135m-instruct-q4_1"
+    assert len(sha) == 64
+    assert all(p.id in passage_ids for p in answer.passages)
+    assert "steps" in generated and "total" in timings
+
+
+def test_repeated_query_comes_from_the_cache(engine) -> None:
+    first = engine.answer(Query("A05", machine_id="CV-01", lang="en"))
+    second = engine.answer(Query("a 05", machine_id="CV-02", lang="en"))
+    assert not first.cached and second.cached
+    assert second.generated == first.generated
+
+
+def test_input_errors(engine) -> None:
+    from kb.errors import InputError
+
+    for bad in ["", "   ", "x" * 5000, "A0\x071", "E-203\x1b[2J"]:
+        with pytest.raises(InputError):
+            engine.answer(Query(bad))
