@@ -17,13 +17,27 @@ import argparse
 import csv
 import datetime as dt
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+Fix = dict[str, Any]
+Pool = tuple[str, str, int, list[str], list[str], list[Fix]]
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "kb" / "sample" / "records" / "repair_records.csv"
 HEADER = [
-    "date", "machine_id", "machine_model", "code", "symptom", "action",
-    "parts", "result", "technician", "duration_min",
+    "date",
+    "machine_id",
+    "machine_model",
+    "code",
+    "symptom",
+    "action",
+    "parts",
+    "result",
+    "technician",
+    "duration_min",
 ]
 START = dt.date(2023, 3, 1)
 END = dt.date(2025, 10, 31)
@@ -50,14 +64,24 @@ TECHNICIANS = [
 ]
 
 
-def act(weight, zh, en, parts_zh="", parts_en="", fix=0.9, dmin=15, dmax=45):
+def act(
+    weight: float,
+    zh: str,
+    en: str,
+    parts_zh: str = "",
+    parts_en: str = "",
+    fix: float = 0.9,
+    dmin: int = 15,
+    dmax: int = 45,
+) -> Fix:
     """One way a code was fixed before; ``fix`` is how often it worked."""
-    return {"w": weight, "zh": zh, "en": en, "pzh": parts_zh, "pen": parts_en,
-            "fix": fix, "d": (dmin, dmax)}
+    return {"w": weight, "zh": zh, "en": en, "pzh": parts_zh, "pen": parts_en, "fix": fix, "d": (dmin, dmax)}
 
 
 # Per code: model ("" = every model), relative frequency, symptoms (zh, en), fixes.
-POOLS = [
+# The tables stay hand-aligned, one fix per line, so they read like a logbook.
+# fmt: off
+POOLS: list[Pool] = [
     # ------------------------------------------------------------ CV-200
     ("A01", "CV-200", 10,
      ["輸送帶突然停止，熱動繼電器跳脫", "馬達過載跳機，面板顯示A01", "啟動不到一分鐘就跳過載",
@@ -313,6 +337,8 @@ POOLS = [
       act(0.15, "配電工程後相序接錯，電氣人員對調兩相", "Phase sequence wrong after rewiring, electrician swapped two phases", fix=0.95, dmin=30, dmax=60)]),
 ]
 
+# fmt: on
+
 # Free-text symptoms as operators really write them; each is used once, on the first
 # record of that code and language.
 FREE_TEXT = [
@@ -327,7 +353,7 @@ FREE_TEXT = [
 ]
 
 
-def weighted(rng: random.Random, items, key):
+def weighted(rng: random.Random, items: list[T], key: Callable[[T], float]) -> T:
     return rng.choices(items, weights=[key(i) for i in items], k=1)[0]
 
 
@@ -342,7 +368,7 @@ class FixDeck:
     def __init__(self) -> None:
         self.current: dict[tuple[str, str, str], list[float]] = {}
 
-    def draw(self, key: tuple[str, str, str], actions: list[dict]) -> dict:
+    def draw(self, key: tuple[str, str, str], actions: list[Fix]) -> Fix:
         cw = self.current.setdefault(key, [0.0] * len(actions))
         for i, a in enumerate(actions):
             cw[i] += a["w"]
@@ -351,7 +377,7 @@ class FixDeck:
         return actions[pick]
 
 
-def make_record(rng: random.Random, deck: FixDeck, pool) -> dict:
+def make_record(rng: random.Random, deck: FixDeck, pool: Pool) -> dict[str, str]:
     code, model, _freq, sym_zh, sym_en, actions = pool
     day = START + dt.timedelta(days=rng.randrange((END - START).days + 1))
     if not model:  # a code shared by every model: any machine can raise it
@@ -385,7 +411,7 @@ def make_record(rng: random.Random, deck: FixDeck, pool) -> dict:
     }
 
 
-def generate(count: int, seed: int = 42) -> list[dict]:
+def generate(count: int, seed: int = 42) -> list[dict[str, str]]:
     rng = random.Random(seed)
     deck = FixDeck()
     rows = [make_record(rng, deck, pool) for pool in POOLS]  # every code at least once
