@@ -13,7 +13,7 @@ class PortSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device: str
-    """Device path, preferably stable: `/dev/serial/by-id/...`."""
+    """Device path, preferably stable: `/dev/serial/by-id/...`; pyserial URLs such as `loop://` work too."""
     baud: int = Field(default=115200, gt=0)
     """Baud rate."""
     parity: Literal["N", "E", "O", "M", "S"] = "N"
@@ -30,6 +30,12 @@ class PortSettings(BaseModel):
     """`machine` lines carry alarms; `scanner` lines feed the operator input."""
     parser: str = "csv"
     """Preset (`grbl`, `csv`) or a regular expression with named groups code, machine, message."""
+    name: str = ""
+    """Short label for the status bar and the alarm list; empty means the device path."""
+
+    def label(self) -> str:
+        """The name shown for this port."""
+        return self.name or self.device
 
 
 class SerialSettings(BaseModel):
@@ -43,3 +49,13 @@ class SerialSettings(BaseModel):
     """A machine repeating the same alarm within this window is counted, not re-explained."""
     answers_per_minute: int = Field(default=30, ge=1)
     """Per-port rate limit on preparing answers for alarms (storage is never limited)."""
+    answer_burst: int = Field(default=5, ge=1)
+    """Alarms a port may have explained at once before the per-minute rate applies."""
+    answer_queue: int = Field(default=200, ge=1)
+    """Alarms waiting for a prepared answer, across all ports; beyond it they are marked throttled."""
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    """First wait before reopening a port that disappeared; doubled on each failure."""
+    reconnect_max_s: float = Field(default=10.0, gt=0)
+    """Longest wait between attempts to reopen a port."""
+    status_interval_s: float = Field(default=1.0, gt=0)
+    """How often `serial_status.json` in the state directory is rewritten for the kiosk."""
