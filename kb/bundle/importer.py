@@ -1,0 +1,275 @@
+"""Import a bundle on the appliance: stage, verify, refuse replays, build, self-test, switch.
+
+Phases (each may be cut by a power failure; the next start calls `recover`):
+
+1. `copied`     the stick's folder is copied into `<staging>/import-<pid>/` (checked on the way)
+2. `verified`   signature and every hash checked on the staged copy; sequence above the last one
+3. `revoked`    revocations the bundle carries are saved
+4. `built`      a new KB version is built from the staged sources and self-tested (not active);
+                it carries `BUNDLE.json` (key id, sequence) from the moment it is complete
+5. `models`     model files copied into the models folder and the registry updated
+6. `activated`  `current` switched atomically; a health check reverts if the version fails
+7. `recorded`   the key's sequence is saved; staging removed
+
+A crash before 6 leaves the old version active (the orphaned version is removed by `recover`);
+a crash after 6 leaves the new one active and `recover` records its sequence.
+For tests, `SHIFU_BUNDLE_CRASH_AFTER=<phase>` makes the process SIGKILL itself after that phase.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kb.build import BuildReport, SourceSpec, build, collect
+from kb.bundle.embeddings import precomputed_embedder, read_embeddings
+from kb.bundle.limits import Limits
+from kb.bundle.models import InstalledModel, install_model_files
+from kb.bundle.sign import trusted_keys
+from kb.bundle.stage import CopyProgress, copy_to_staging
+from kb.bundle.state import ImportState, exclusive, fsync_dir, revoked_keys
+from kb.bundle.verify import VerifiedBundle, verify_staged
+from kb.embed import Embedder
+from kb.errors import BundleError, ShifuError
+from kb.selftest import self_test as default_self_test
+from kb.versions import VersionStore
+
+PROVENANCE = "BUNDLE.json"
+CRASH_ENV = "SHIFU_BUNDLE_CRASH_AFTER"
+PHASES = ("copied", "verified", "revoked", "built", "models", "activated", "recorded")
+BUILDING_NOTE = "building-version"
+Progress = Callable[[str], None]
+
+
+class ImportRefused(BundleError):
+    """A bundle was refused; carries what was known about it for the import log."""
+
+    def __init__(self, message: str, *, kind: str = "", key_id: str = "", sequence: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.key_id = key_id
+        self.sequence = sequence
+
+
+@dataclass
+class ImportContext:
+    """Where things live and what to use; the appliance fills it from its `paths` and settings."""
+
+    kb_dir: Path
+    keys_dir: Path
+    staging_dir: Path
+    state_file: Path
+    models_dir: Path
+    embedder: Embedder | None = None
+    limits: Limits = field(default_factory=Limits)
+    progress: Progress = lambda _msg: None
+    copy_progress: CopyProgress | None = None
+    # Updates the model registry with the installed files (the registry lives outside `kb`).
+    register_models: Callable[[list[InstalledModel]], None] | None = None
+
+
+@dataclass
+class ImportResult:
+    kind: str
+    key_id: str
+    sequence: int
+    label: str
+    version: int | None = None
+    previous: int | None = None
+    models: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+    build: BuildReport | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        data = dict(self.__dict__)
+        data["build"] = self.build.to_json() if self.build else None
+        return data
+
+
+def _phase(name: str, progress: Progress) -> None:
+    progress(f"phase {name}")
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def recover(ctx: ImportContext) -> list[str]:
+    """Settle what a killed import left behind; safe to call at every start. Returns what it did."""
+    done: list[str] = []
+    store = VersionStore(ctx.kb_dir)
+    if ctx.staging_dir.is_dir():
+        for entry in ctx.staging_dir.iterdir():
+            if entry.name.startswith(("import-", "verify-")) and entry.is_dir() and not entry.is_symlink():
+                note = entry / BUILDING_NOTE
+                if note.is_file() and note.read_text().strip().isdigit():
+                    store.discard(store.staging_path(int(note.read_text().strip())))
+                shutil.rmtree(entry, ignore_errors=True)
+                done.append(f"removed staging {entry.name}")
+    if not store.versions_dir.is_dir():
+        return done
+    state = ImportState.load(ctx.state_file)
+    current = store.current()
+    changed = False
+    for version in store.versions():
+        mark = store.path(version) / PROVENANCE
+        if not mark.is_file():
+            continue
+        try:
+            info = json.loads(mark.read_text(encoding="utf-8"))
+            key, sequence = str(info["key_id"]), int(info["sequence"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if sequence <= state.highest(key):
+            continue
+        if version == current:  # switched, then killed before the sequence was saved
+            state.record(key, sequence, version, str(info.get("label", "")))
+            changed = True
+            done.append(f"recorded sequence {sequence} of key {key} (version {version})")
+        else:  # built, never switched to: an orphan of a killed import
+            orphan = store.versions_dir / f".orphan-{version}"
+            os.replace(store.path(version), orphan)
+            fsync_dir(store.versions_dir)
+            shutil.rmtree(orphan, ignore_errors=True)
+            done.append(f"removed unfinished version {version}")
+    for leftover in store.versions_dir.glob(".orphan-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if changed:
+        state.save()
+    return done
+
+
+def import_bundle(source: Path, ctx: ImportContext) -> ImportResult:
+    """Import the bundle folder at `source`; raise ImportRefused saying why it was refused."""
+    ctx.staging_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(ctx.staging_dir / ".import.lock"):
+        for line in recover(ctx):
+            ctx.progress(f"recovered: {line}")
+        work = ctx.staging_dir / f"import-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            return _import(source, work, ctx)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _import(source: Path, work: Path, ctx: ImportContext) -> ImportResult:
+    started = time.monotonic()
+    root = work / "bundle"
+    try:
+        ctx.progress(f"copying {source} to internal staging")
+        copy_to_staging(source, root, ctx.limits, ctx.copy_progress)
+    except ShifuError as error:
+        raise ImportRefused(str(error)) from error
+    _phase("copied", ctx.progress)
+    state = ImportState.load(ctx.state_file)
+    try:
+        ctx.progress("checking signature and hashes on the staged copy")
+        bundle = verify_staged(root, trusted_keys(ctx.keys_dir), ctx.limits, revoked_keys(state, ctx.keys_dir))
+    except ShifuError as error:
+        raise ImportRefused(str(error)) from error
+    manifest = bundle.manifest
+
+    def refused(message: str) -> ImportRefused:
+        return ImportRefused(message, kind=manifest.kind, key_id=bundle.key_id, sequence=manifest.sequence)
+
+    highest = state.highest(bundle.key_id)
+    if manifest.sequence <= highest:
+        what = "a replay of a bundle already imported" if manifest.sequence == highest else "a downgrade"
+        raise refused(f"bundle sequence {manifest.sequence} from key {bundle.key_id} is {what} "
+                      f"(highest imported: {highest}); to go back to an earlier KB use `shifu kb rollback`")
+    if manifest.kind == "software":
+        raise refused("software bundles are verified but installed by the system updater, not `shifu bundle import`")
+    if manifest.models and ctx.register_models is None:
+        raise refused("this bundle carries models but no model registry was given to the importer")
+    _phase("verified", ctx.progress)
+    result = ImportResult(kind=manifest.kind, key_id=bundle.key_id, sequence=manifest.sequence,
+                          label=manifest.kb_version)
+    if manifest.revoke:
+        result.revoked = state.revoke(list(manifest.revoke))
+        state.save()
+    _phase("revoked", ctx.progress)
+    store = VersionStore(ctx.kb_dir)
+    result.previous = store.current()
+    try:
+        if manifest.kb is not None:
+            result.build = _build(bundle, store, work, ctx)
+            result.version = result.build.version
+        _phase("built", ctx.progress)
+        if manifest.models and ctx.register_models is not None:
+            ctx.progress(f"installing {len(manifest.models)} model file(s)")
+            installed = install_model_files(bundle, ctx.models_dir)
+            ctx.register_models(installed)
+            result.models = [m.spec.id for m in installed]
+        _phase("models", ctx.progress)
+    except ShifuError as error:
+        if result.version is not None:
+            store.discard(store.path(result.version))
+        raise refused(f"the bundle is valid but could not be installed: {error}") from error
+    if result.version is not None:
+        store.activate(result.version)
+        _phase("activated", ctx.progress)
+        _health_check(store, result)
+    state.record(bundle.key_id, manifest.sequence, result.version, manifest.kb_version)
+    state.save()
+    _phase("recorded", ctx.progress)
+    result.seconds = round(time.monotonic() - started, 2)
+    return result
+
+
+def _build(bundle: VerifiedBundle, store: VersionStore, work: Path, ctx: ImportContext) -> BuildReport:
+    assert bundle.manifest.kb is not None
+    specs = [
+        SourceSpec(folder=bundle.root / s.folder, mapping=bundle.root / s.mapping if s.mapping else None)
+        for s in bundle.manifest.kb.sources
+    ]
+    embedder = ctx.embedder
+    info = bundle.manifest.embeddings
+    if embedder is not None and info is not None:
+        if info.model == embedder.model_id:
+            vectors = read_embeddings(bundle.root, info)
+            embedder = precomputed_embedder(embedder, collect(specs).chunks, vectors)
+            ctx.progress(f"using {len(vectors)} precomputed vectors from the bundle")
+        else:
+            ctx.progress(f"bundle vectors are for {info.model}, this appliance uses {embedder.model_id}: re-embedding")
+    # Tell `recover` which half-built directory belongs to this import, should it be killed.
+    (work / BUILDING_NOTE).write_text(str(store.next_number()))
+
+    def test_and_mark(version_dir: Path) -> None:
+        default_self_test(version_dir)
+        _mark(version_dir, bundle)  # before COMPLETE exists, so a complete version always has its provenance
+
+    return build(specs, store, embedder, activate=False, self_test=test_and_mark, progress=ctx.progress)
+
+
+def _mark(version_dir: Path, bundle: VerifiedBundle) -> None:
+    data = {"key_id": bundle.key_id, "sequence": bundle.manifest.sequence, "label": bundle.manifest.kb_version,
+            "created": bundle.manifest.created}
+    with open(version_dir / PROVENANCE, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _health_check(store: VersionStore, result: ImportResult) -> None:
+    """Open the now active version the way the engine does; switch back if it fails."""
+    from kb.reader import KnowledgeBase
+
+    try:
+        kbase = KnowledgeBase(store.current_path())
+        try:
+            keys = kbase.known_keys()
+            if keys and kbase.lookup(keys[0]).entry is None:
+                raise BundleError(f"code {keys[0]} cannot be looked up")
+        finally:
+            kbase.close()
+    except ShifuError as error:
+        if result.previous is not None:
+            store.activate(result.previous)
+        raise ImportRefused(f"the new version failed its health check and was switched back: {error}",
+                            kind=result.kind, key_id=result.key_id, sequence=result.sequence) from error

@@ -1,0 +1,134 @@
+"""Power cuts and pulled sticks: a killed import leaves the old or the new version active and sound."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_bundle_support import (
+    ORIGINAL_TITLE,
+    a01_title,
+    context,
+    edited_sample,
+    make_bundle,
+    make_key,
+    trust,
+)
+
+from kb.bundle.importer import CRASH_ENV, PHASES, ImportRefused, import_bundle, recover
+from kb.bundle.state import ImportState
+from kb.versions import DB_NAME, VersionStore
+
+NEW_TITLE = "Drive motor overload (crash test)"
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_key(tmp_path_factory.mktemp("engineer"))
+
+
+@pytest.fixture(scope="module")
+def new_bundle(tmp_path_factory: pytest.TempPathFactory, signer: Path, built_home: Path, embedder: Any) -> Path:
+    work = tmp_path_factory.mktemp("crash")
+    source = edited_sample(work / "src", NEW_TITLE)
+    db = VersionStore(built_home / "kb").current_path() / DB_NAME
+    return make_bundle(work / "bundle", signer, source=source, embedder=embedder, reuse_db=db)
+
+
+def assert_sound(home: Path) -> str:
+    """The active version opens, passes integrity_check and answers; return its A01 title."""
+    store = VersionStore(home / "kb")
+    path = store.current_path()
+    conn = sqlite3.connect(f"file:{path / DB_NAME}?mode=ro", uri=True)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+    return a01_title(home)
+
+
+def start_import(home: Path, bundle: Path, crash_after: str | None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SHIFU_HOME": str(home)}
+    env.pop(CRASH_ENV, None)
+    if crash_after:
+        env[CRASH_ENV] = crash_after
+    return subprocess.Popen([sys.executable, "-m", "appliance.cli.main", "bundle", "import", str(bundle), "--json"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def fresh_home(built_home: Path, target: Path, signer: Path) -> Path:
+    shutil.copytree(built_home, target, symlinks=True)
+    trust(target, signer)
+    return target
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_import_killed_after_each_phase_leaves_a_sound_kb(
+    phase: str, tmp_path: Path, built_home: Path, signer: Path, new_bundle: Path
+) -> None:
+    home = fresh_home(built_home, tmp_path / "home", signer)
+    process = start_import(home, new_bundle, phase)
+    _out, err = process.communicate(timeout=180)
+    assert process.returncode == -signal.SIGKILL, err.decode()[-2000:]
+
+    title = assert_sound(home)  # right after the kill, before any recovery
+    switched = PHASES.index(phase) >= PHASES.index("activated")
+    assert title == (NEW_TITLE if switched else ORIGINAL_TITLE)
+
+    # The next start settles what the killed import left behind.
+    recover(context(home))
+    store = VersionStore(home / "kb")
+    assert not list((home / "staging").glob("import-*"))
+    assert not list(store.versions_dir.glob("*.building"))
+    assert store.versions() == ([1, 2] if switched else [1])
+    assert assert_sound(home) == title
+    sequence = ImportState.load(home / "bundle-state.json").keys
+    assert bool(sequence) == switched  # a switched version's sequence counts, an unswitched one does not
+
+
+def test_import_killed_at_random_moments_then_retried(
+    tmp_path: Path, built_home: Path, signer: Path, new_bundle: Path
+) -> None:
+    home = fresh_home(built_home, tmp_path / "home", signer)
+    for delay in (0.8, 2.0, 3.5):
+        process = start_import(home, new_bundle, None)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+        assert assert_sound(home) in (ORIGINAL_TITLE, NEW_TITLE)
+    # Whatever state the kills left, importing again ends in the new version (or a replay refusal
+    # when the last kill came after the switch).
+    process = start_import(home, new_bundle, None)
+    out, err = process.communicate(timeout=180)
+    assert process.returncode in (0, 1), err.decode()[-2000:]
+    assert assert_sound(home) == NEW_TITLE
+    assert not list((home / "staging").glob("import-*"))
+
+
+@pytest.mark.parametrize("how", ["truncated", "removed"])
+def test_stick_pulled_during_copy(how: str, kb_home: Path, tmp_path: Path, signer: Path, new_bundle: Path) -> None:
+    trust(kb_home, signer)
+    stick = tmp_path / "stick"
+    shutil.copytree(new_bundle, stick)
+    victim = next(stick.glob("kb-source/*/codes/cv200.csv"))
+
+    def pull(path: str, _done: int, _total: int) -> None:
+        if path.startswith("embeddings/") and victim.exists():  # copied first: the stick goes away after
+            if how == "truncated":
+                victim.write_bytes(victim.read_bytes()[:50])
+            else:
+                shutil.rmtree(stick / "kb-source")
+
+    with pytest.raises(ImportRefused, match="stick was removed"):
+        import_bundle(stick, context(kb_home, copy_progress=pull))
+    assert VersionStore(kb_home / "kb").current() == 1
+    assert assert_sound(kb_home) == ORIGINAL_TITLE
+    assert not list((kb_home / "staging").glob("import-*"))
