@@ -99,11 +99,38 @@ class KioskSettings(Section):
     """How long technician mode stays locked after too many wrong PINs."""
     high_contrast: bool = False
     """High-contrast theme."""
+    machine_id: str = ""
+    """Machine this kiosk stands next to; typed and scanned codes are looked up for its machine model."""
+    operator_prefix: str = "OP:"
+    """A scanned or typed line starting with this (e.g. `OP:1234`) signs an operator in instead of asking."""
+    alarm_poll_s: float = Field(default=1.0, gt=0, le=60)
+    """How often the kiosk looks for new machine alarms in the operational database."""
+    critical_flash_s: float = Field(default=10.0, ge=0, le=600)
+    """How long a critical code or alarm flashes (it stays red afterwards)."""
 
 
 class AuditSettings(Section):
     retention_days: int = Field(default=730, ge=1)
     """Audit rows older than this are deleted by `shifu doctor --prune` and at start."""
+
+
+class BundleSettings(Section):
+    """Limits on what a USB bundle may hold; anything beyond is refused before it is used."""
+
+    max_files: int = Field(default=5000, ge=1)
+    """Most files in one bundle."""
+    max_file_bytes: int = Field(default=16 << 30, ge=1)
+    """Largest single file (a 7B GGUF is about 4.7 GB)."""
+    max_total_bytes: int = Field(default=32 << 30, ge=1)
+    """Largest bundle in total."""
+    max_manifest_bytes: int = Field(default=4 << 20, ge=1024)
+    """Largest manifest.json."""
+    max_signature_bytes: int = Field(default=1024, ge=64)
+    """Largest manifest.sig."""
+    max_path_chars: int = Field(default=400, ge=16)
+    """Longest relative path inside a bundle."""
+    max_depth: int = Field(default=12, ge=1)
+    """Deepest folder nesting inside a bundle."""
 
 
 class Settings(BaseSettings):
@@ -122,6 +149,7 @@ class Settings(BaseSettings):
     kiosk: KioskSettings = KioskSettings()
     serial: SerialSettings = SerialSettings()
     audit: AuditSettings = AuditSettings()
+    bundle: BundleSettings = BundleSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -234,7 +234,13 @@ def _write_db(db_path: Path, data: _Collected, version: int, embed_model: str) -
     db.conn.close()
 
 
-def _embed(db_path: Path, previous_db: Path | None, embedder: Embedder, progress: Progress) -> tuple[int, int]:
+def _embed(
+    db_path: Path,
+    previous_db: Path | None,
+    embedder: Embedder,
+    progress: Progress,
+    precomputed: dict[str, np.ndarray] | None = None,
+) -> tuple[int, int]:
     """Fill the embeddings table; copy vectors of unchanged chunks from the previous version."""
     db = connect(db_path, synchronous="FULL")
     ids = [row[0] for row in db.execute("SELECT id FROM chunks ORDER BY rowid").fetchall()]
@@ -251,6 +257,19 @@ def _embed(db_path: Path, previous_db: Path | None, embedder: Embedder, progress
         db.execute("DETACH DATABASE prev")
     have = {row[0] for row in db.execute("SELECT chunk_id FROM embeddings WHERE model = ?", [embedder.model_id])}
     todo = [i for i in ids if i not in have]
+    if precomputed and todo:
+        # Vectors shipped in a bundle, keyed by chunk id, for this embedding model.
+        given = [(i, precomputed[i]) for i in todo if i in precomputed]
+        dim = embedder.dim or (given[0][1].shape[0] if given else 0)
+        given = [(i, v) for i, v in given if v.shape[0] == dim]
+        with db.conn:
+            db.conn.executemany(
+                "INSERT INTO embeddings (chunk_id, model, dim, vector) VALUES (?, ?, ?, ?)",
+                [(i, embedder.model_id, int(v.shape[0]), v.astype(np.float32).tobytes()) for i, v in given],
+            )
+        reused += len(given)
+        done = {i for i, _ in given}
+        todo = [i for i in todo if i not in done]
     if todo:
         progress(f"embedding {len(todo)} new chunks ({reused} unchanged)")
         texts = {
@@ -289,8 +308,13 @@ def build(
     activate: bool = True,
     self_test: Callable[[Path], None] | None = None,
     progress: Progress = lambda _msg: None,
+    precomputed: dict[str, np.ndarray] | None = None,
 ) -> BuildReport:
-    """Build, self-test and (optionally) activate a new version; return the report."""
+    """Build, self-test and (optionally) activate a new version; return the report.
+
+    `precomputed` maps chunk ids to vectors of `embedder`'s model (shipped in a bundle), so
+    those chunks are not embedded again.
+    """
     started = time.monotonic()
     data = collect(sources)
     store.versions_dir.mkdir(parents=True, exist_ok=True)
@@ -306,7 +330,7 @@ def build(
         if embedder is not None:
             current = store.current()
             previous_db = store.path(current) / DB_NAME if current is not None else None
-            report.embedded, report.reused = _embed(db_path, previous_db, embedder, progress)
+            report.embedded, report.reused = _embed(db_path, previous_db, embedder, progress, precomputed)
             progress("building the vector index")
             build_dense_index(db_path, staging / "chroma", embedder.model_id)
         from kb.selftest import self_test as default_test

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from kb.search.dense import DenseIndex
 from kb.search.hybrid import HybridSearcher, SearchResult
 from kb.types import CodeEntry, FixCount, RepairRecord
 from kb.versions import DB_NAME
+
+
+_CODE_IN_TEXT = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{0,8}\s?[-_:]?\s?[0-9]{1,6}[A-Za-z]?(?![A-Za-z0-9])")
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,15 @@ class KnowledgeBase:
             # still show the first so the operator gets a procedure; the others are candidates.
             pass
         return Lookup(key=key, entry=best, candidates=tuple(ordered[1:]), suggestions=())
+
+    def find_code_in_text(self, text: str) -> str | None:
+        """A known code written inside a sentence ("What does A02 mean?", "輸送帶跳 A07"), as written."""
+        folded = unicodedata.normalize("NFKC", text)
+        known = set(self.known_keys())
+        for match in _CODE_IN_TEXT.finditer(folded):
+            if code_key(match.group(0)) in known:
+                return match.group(0)
+        return None
 
     def suggest(self, key: str, limit: int = 5) -> tuple[str, ...]:
         """Nearest known codes (as written) for an unknown key."""

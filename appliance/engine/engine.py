@@ -152,6 +152,11 @@ class Engine:
         # 1-2: normalise and look the code up.
         machine_model = kb.machine_model(query.machine_id) if query.machine_id else ""
         found = kb.lookup(text, machine_model=machine_model, lang=lang) if code_key(text) else None
+        if found is not None and found.entry is None and not looks_like_code(text):
+            # A known code inside a sentence ("What does A02 mean?") still finds its procedure.
+            embedded = kb.find_code_in_text(text)
+            if embedded is not None:
+                found = kb.lookup(embedded, machine_model=machine_model, lang=lang)
         is_code = found is not None and (found.entry is not None or looks_like_code(text))
         entry: CodeEntry | None = found.entry if (found and is_code) else None
         if found is not None and is_code:

@@ -10,6 +10,8 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,12 @@ class OpStore:
     def close(self) -> None:
         self.db.conn.close()
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic transaction on this store's connection, serialised with its other writers."""
+        with self._lock, self.db.conn:
+            yield self.db.conn
+
     def _insert(self, table: str, row: dict[str, Any]) -> int:
         with self._lock, self.db.conn:
             cursor = self.db.conn.execute(
@@ -114,6 +122,15 @@ class OpStore:
 
     def alarms(self, limit: int = 100, after_id: int = 0) -> list[dict[str, Any]]:
         return self.rows("SELECT * FROM alarms WHERE id > ? ORDER BY id DESC LIMIT ?", [after_id, limit])
+
+    # -- imports ---------------------------------------------------------------------------
+    def add_import(self, kind: str, path: str, key_id: str, sequence: int | None, result: str, message: str) -> int:
+        """Record a bundle import, accepted or refused, and why."""
+        return self._insert(
+            "imports",
+            {"created": time.time(), "kind": kind, "path": path, "key_id": key_id, "sequence": sequence,
+             "result": result, "message": message},
+        )
 
     # -- answer cache ----------------------------------------------------------------------
     def cache_get(self, key: str) -> dict[str, Any] | None:
