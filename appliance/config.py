@@ -71,6 +71,8 @@ class ModelSettings(Section):
 
 
 class RetrievalSettings(Section):
+    enabled: bool = True
+    """Retrieve manual passages at all (false: code table and history only; used by `shifu eval`)."""
     top_k: int = Field(default=5, ge=1, le=50)
     """Passages given to the model and shown as sources."""
     dense: bool = True

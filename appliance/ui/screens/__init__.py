@@ -1,0 +1,1 @@
+"""Screens of the kiosk (PIN entry, technician mode), one per file."""

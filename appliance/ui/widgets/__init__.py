@@ -1,0 +1,1 @@
+"""Widgets of the kiosk screen, one per file."""

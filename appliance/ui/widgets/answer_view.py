@@ -1,0 +1,288 @@
+"""The answer: code header, standard procedure, history, streaming AI explanation, sources.
+
+The standard procedure is drawn the moment `CodeFound` arrives; the generated explanation
+is re-rendered from the partial JSON as tokens stream in. Everything drawn comes from
+plain `rich.text.Text` (never markup), so text from manuals cannot inject styles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from appliance.engine.partial import complete_json
+from appliance.engine.types import Answer, CodeFound, Done, Event, Failed, HistoryFound, PassagesFound, Token
+from appliance.ui.labels import label
+from kb.types import FixCount, Passage, RepairRecord
+
+SECTIONS = ("header", "procedure", "notices", "history", "generated", "sources")
+
+
+@dataclass
+class AnswerState:
+    """Everything received so far for one query."""
+
+    query: str
+    code: CodeFound | None = None
+    fixes: tuple[FixCount, ...] = ()
+    records: tuple[RepairRecord, ...] = ()
+    passages: tuple[Passage, ...] = ()
+    raw: str = ""
+    answer: Answer | None = None
+    notices: list[str] = field(default_factory=list)
+    model_failed: bool = False
+
+    @property
+    def severity(self) -> str:
+        entry = self.code.entry if self.code else None
+        return entry.severity if entry else ""
+
+    @property
+    def audit_id(self) -> int | None:
+        return self.answer.audit_id if self.answer else None
+
+    def notice(self, text: str) -> None:
+        """Add a notice once; the engine often repeats a failure inside a longer explanation."""
+        if not text or any(text in old for old in self.notices):
+            return
+        self.notices = [old for old in self.notices if old not in text] + [text]
+
+
+class AnswerView(VerticalScroll, can_focus=False):
+    """Scrollable answer area; PageUp/PageDown are bound on the app so they work from the input."""
+
+    def __init__(self, lang: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.lang = lang
+        self.state: AnswerState | None = None
+        self.shown: dict[str, str] = {}
+        """Plain text of each section as last drawn (what tests and the tmux smoke test read)."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="answer-welcome")
+        for name in SECTIONS:
+            yield Static(id=f"answer-{name}", classes="answer-section")
+
+    def on_mount(self) -> None:
+        self.render_all()
+
+    # -- state changes ---------------------------------------------------------------------
+    def start(self, query: str) -> None:
+        """A new query: forget the old answer and show nothing until its events arrive."""
+        self.state = AnswerState(query=query)
+        self.scroll_home(animate=False)
+        self.render_all()
+
+    def clear(self) -> None:
+        self.state = None
+        self.scroll_home(animate=False)
+        self.render_all()
+
+    def set_lang(self, lang: str) -> None:
+        self.lang = lang
+        self.render_all()
+
+    def add_notice(self, text: str) -> None:
+        if self.state is not None:
+            self.state.notice(text)
+            self._redraw("notices")
+
+    def apply(self, event: Event) -> None:
+        """Fold one engine event into the state and redraw the parts it changed."""
+        state = self.state
+        if state is None:
+            return
+        if isinstance(event, CodeFound):
+            state.code = event
+            self._redraw("header", "procedure")
+        elif isinstance(event, HistoryFound):
+            state.fixes, state.records = event.summary, event.records
+            self._redraw("history")
+        elif isinstance(event, PassagesFound):
+            state.passages = event.passages
+            for notice in event.notices:
+                state.notice(notice)
+            self._redraw("notices", "sources", "generated")
+        elif isinstance(event, Token):
+            state.raw += event.text
+            self._redraw("generated")
+        elif isinstance(event, Failed):
+            if event.step in ("model", "generate"):
+                state.model_failed = True
+            state.notice(event.message)
+            self._redraw("notices", "generated")
+        elif isinstance(event, Done):
+            state.answer = event.answer
+            for notice in event.answer.notices:
+                state.notice(notice)
+            if event.answer.passages and not state.passages:
+                state.passages = tuple(event.answer.passages)
+            self._redraw("notices", "generated", "sources")
+
+    # -- drawing ---------------------------------------------------------------------------
+    def _section(self, name: str) -> Static:
+        return self.query_one(f"#answer-{name}", Static)
+
+    def _redraw(self, *names: str) -> None:
+        for name in names:
+            blocks: Blocks = getattr(self, f"_{name}")()
+            section = self._section(name)
+            self.shown[name] = "\n".join(_plain(b) for b in blocks)
+            section.update(Group(*(_renderable(b) for b in blocks)))
+            section.display = name == "header" or bool(blocks)
+        self._section("header").set_class(self.state is not None and self.state.severity == "critical", "critical")
+
+    def render_all(self) -> None:
+        welcome = self.query_one("#answer-welcome", Static)
+        welcome.display = self.state is None
+        welcome_text = Text.assemble((label(self.lang, "welcome"), "bold"), "\n\n", label(self.lang, "welcome_keys"))
+        welcome.update(welcome_text)
+        if self.state is None:
+            self.shown = {"welcome": welcome_text.plain}
+            for name in SECTIONS:
+                self._section(name).display = False
+        else:
+            self._redraw(*SECTIONS)
+
+    def _header(self) -> Blocks:
+        state = self.state
+        assert state is not None
+        found = state.code
+        if found is None:
+            return [Text(state.query, style="bold")]
+        entry = found.entry
+        if entry is None:
+            if found.normalized:
+                text = Text.assemble((f"✗ {label(self.lang, 'unknown')}: ", "bold"), (state.query, "bold"))
+                if found.suggestions:
+                    text.append(f"\n{label(self.lang, 'suggest')}: {', '.join(found.suggestions)}")
+                return [text]
+            return [Text.assemble((f"{label(self.lang, 'symptom')}: ", "bold"), state.query)]
+        severity = label(self.lang, f"severity_{entry.severity}")
+        text = Text.assemble((entry.code, "bold"), "  ", (entry.title, "bold"), "  ")
+        text.append(f" {severity} ", style=f"bold reverse {_severity_style(entry.severity)}")
+        if entry.machine_model:
+            text.append(f"  · {entry.machine_model}")
+        if entry.severity == "critical":
+            text.append(f"\n⚠ {label(self.lang, 'critical')}", style="bold")
+        return [text]
+
+    def _notices(self) -> Blocks:
+        state = self.state
+        assert state is not None
+        return [Text("\n".join(f"ⓘ {n}" for n in state.notices), style="italic")] if state.notices else []
+
+    def _procedure(self) -> Blocks:
+        state = self.state
+        assert state is not None
+        entry = state.code.entry if state.code else None
+        if entry is None:
+            return []
+        blocks: Blocks = [_heading(label(self.lang, "steps"))]
+        blocks.append([(f"{i}.", Text(step)) for i, step in enumerate(entry.steps, start=1)])
+        if entry.safety:
+            blocks.append(_heading(label(self.lang, "safety")))
+            blocks.append([("⚠", Text(note, style="bold")) for note in entry.safety])
+        return blocks
+
+    def _history(self) -> Blocks:
+        state = self.state
+        assert state is not None
+        if not state.fixes and not state.records:
+            return []
+        times = label(self.lang, "times")
+        blocks: Blocks = [_heading(label(self.lang, "history"))]
+        if state.fixes:
+            blocks.append([("•", Text(f"{fix.action} ({fix.count}{times}, {fix.last_date})")) for fix in state.fixes[:3]])
+        if state.records:
+            blocks.append(Text(label(self.lang, "recent"), style="bold"))
+            blocks.append([
+                ("·", Text(f"{r.date} {r.machine_id}: {r.symptom} → {r.action} ({r.result})"))
+                for r in state.records[:3]
+            ])
+        return blocks
+
+    def _generated(self) -> Blocks:
+        state = self.state
+        assert state is not None
+        if state.code is None:
+            return []
+        data: Any = None
+        if state.answer is not None and state.answer.generated:
+            data = state.answer.generated
+        elif state.raw:
+            data = complete_json(state.raw)
+        blocks: Blocks = [_heading(label(self.lang, "generated"))]
+        if not isinstance(data, dict):
+            answer = state.answer
+            if state.model_failed or (answer is not None and not answer.model_available):
+                blocks.append(Text(label(self.lang, "model_off"), style="italic"))
+            elif answer is None:
+                blocks.append(Text(label(self.lang, "waiting_model"), style="dim italic"))
+            return blocks
+        summary = str(data.get("summary") or "")
+        if summary:
+            blocks.append(Text(summary))
+        steps = data.get("steps")
+        rows: Rows = []
+        for i, step in enumerate(steps if isinstance(steps, list) else [], start=1):
+            if isinstance(step, dict):
+                cites = "".join(f"[{n}]" for n in step.get("cites", []) or [] if isinstance(n, int))
+                rows.append((f"{i}.", Text.assemble(str(step.get("text", "")), " ", (cites, "bold"))))
+        rows.extend(("⚠", Text(str(note))) for note in data.get("safety") or [])
+        if rows:
+            blocks.append(rows)
+        parts = data.get("parts") or []
+        if parts:
+            blocks.append(Text(f"{label(self.lang, 'parts')}: {', '.join(str(p) for p in parts)}"))
+        if data.get("escalate") is True:
+            blocks.append(Text(f"☎ {label(self.lang, 'escalate')}", style="bold"))
+        return blocks
+
+    def _sources(self) -> Blocks:
+        state = self.state
+        assert state is not None
+        if not state.passages:
+            return []
+        rows: Rows = []
+        for p in state.passages:
+            page = f" ({label(self.lang, 'page')} {p.page})" if p.page else ""
+            rows.append((f"[{p.n}]", Text(f"{p.source} > {p.section}{page}")))
+        return [_heading(label(self.lang, "sources")), rows]
+
+
+Rows = list[tuple[str, Text]]
+Blocks = list[Text | Rows]
+
+
+def _heading(text: str) -> Text:
+    return Text(text, style="bold underline")
+
+
+def _renderable(block: Text | Rows) -> RenderableType:
+    """Numbered rows become a grid, so wrapped lines hang under their text, not under the number."""
+    if isinstance(block, Text):
+        return block
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(justify="right", no_wrap=True, style="bold")
+    grid.add_column(ratio=1)
+    for mark, text in block:
+        grid.add_row(mark, text)
+    return grid
+
+
+def _plain(block: Text | Rows) -> str:
+    if isinstance(block, Text):
+        return block.plain
+    return "\n".join(f"{mark} {text.plain}" for mark, text in block)
+
+
+def _severity_style(severity: str) -> str:
+    return {"critical": "red", "warning": "yellow", "info": "blue"}.get(severity, "")
