@@ -31,10 +31,19 @@ def _ignore_terminal_signals() -> None:
 
 def register(cli: click.Group) -> None:
     @cli.group("kiosk", invoke_without_command=True)
-    @click.option("--engine", "engine_url", default=None, metavar="URL",
-                  help="Use a Shifu engine over HTTP instead of the local one (not supported yet).")
-    @click.option("--kiosk/--no-kiosk", "kiosk", default=None,
-                  help="Force kiosk mode on or off (default: config kiosk.kiosk_mode, or on under systemd).")
+    @click.option(
+        "--engine",
+        "engine_url",
+        default=None,
+        metavar="URL",
+        help="Use a Shifu engine over HTTP instead of the local one (not supported yet).",
+    )
+    @click.option(
+        "--kiosk/--no-kiosk",
+        "kiosk",
+        default=None,
+        help="Force kiosk mode on or off (default: config kiosk.kiosk_mode, or on under systemd).",
+    )
     @click.pass_context
     def kiosk(ctx: click.Context, engine_url: str | None, kiosk: bool | None) -> None:
         """The operator's screen: scan or type a code, read the procedure, press F1/F2/F3."""

@@ -21,8 +21,13 @@ KbGetter = Callable[[], KnowledgeBase]
 
 class AlarmWatcher(threading.Thread):
     def __init__(
-        self, db_path: Path, deliver: Callable[[list[dict[str, Any]]], object], *, interval: float = 1.0,
-        kb: KbGetter | None = None, lang: str = "zh-TW",
+        self,
+        db_path: Path,
+        deliver: Callable[[list[dict[str, Any]]], object],
+        *,
+        interval: float = 1.0,
+        kb: KbGetter | None = None,
+        lang: str = "zh-TW",
     ) -> None:
         super().__init__(name="shifu-alarm-watcher", daemon=True)
         self.db_path = db_path
@@ -39,13 +44,15 @@ class AlarmWatcher(threading.Thread):
 
     def run(self) -> None:
         store: OpStore | None = None
+        first = True  # the first delivery, even if empty, tells the app what is history and what is new
         while not self._stop_event.is_set():
             try:
                 if store is None:
                     store = OpStore(self.db_path)
                 rows = self.poll(store)
-                if rows:
+                if rows or first:
                     self.deliver(rows)
+                    first = False
             except Exception:  # a locked or damaged database must not end the watcher
                 self.errors += 1
                 store = None

@@ -40,9 +40,18 @@ from appliance.ui.widgets.status_bar import StatusBar
 from kb.errors import ShifuError
 
 HIGH_CONTRAST = Theme(
-    name="shifu-high-contrast", primary="#FFFF00", secondary="#00FFFF", accent="#FFFFFF", warning="#FFAA00",
-    error="#FF3030", success="#00FF00", foreground="#FFFFFF", background="#000000", surface="#000000",
-    panel="#202020", dark=True,
+    name="shifu-high-contrast",
+    primary="#FFFF00",
+    secondary="#00FFFF",
+    accent="#FFFFFF",
+    warning="#FFAA00",
+    error="#FF3030",
+    success="#00FF00",
+    foreground="#FFFFFF",
+    background="#000000",
+    surface="#000000",
+    panel="#202020",
+    dark=True,
 )
 
 
@@ -73,9 +82,15 @@ class KioskApp(App[None]):
     ]
 
     def __init__(
-        self, settings: Settings, engine: Engine, *, kiosk_mode: bool | None = None,
-        clock: Callable[[], str] = wall_clock, monotonic: Callable[[], float] = time.monotonic,
-        pin_path: Path | None = None, watch_alarms: bool = True,
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        kiosk_mode: bool | None = None,
+        clock: Callable[[], str] = wall_clock,
+        monotonic: Callable[[], float] = time.monotonic,
+        pin_path: Path | None = None,
+        watch_alarms: bool = True,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -120,8 +135,11 @@ class KioskApp(App[None]):
         self.warm()
         if self.watch_alarms and self.engine.opstore is not None:
             self.watcher = AlarmWatcher(
-                self.engine.opstore.path, lambda rows: self.post_message(AlarmsArrived(rows)),
-                interval=self.settings.kiosk.alarm_poll_s, kb=self.engine.kb, lang=self.lang,
+                self.engine.opstore.path,
+                lambda rows: self.post_message(AlarmsArrived(rows)),
+                interval=self.settings.kiosk.alarm_poll_s,
+                kb=self.engine.kb,
+                lang=self.lang,
             )
             self.watcher.start()
 
@@ -170,14 +188,21 @@ class KioskApp(App[None]):
             return
         event.stop()
         kiosk = self.settings.kiosk
-        entry = read_entry(event.value, prefix=kiosk.scanner_prefix, suffix=kiosk.scanner_suffix,
-                           operator_prefix=kiosk.operator_prefix)
+        entry = read_entry(
+            event.value, prefix=kiosk.scanner_prefix, suffix=kiosk.scanner_suffix, operator_prefix=kiosk.operator_prefix
+        )
         event.input.value = ""  # ready for the next scan burst
         if entry.operator is not None:
             self.set_operator(entry.operator)
         elif entry.text:
-            self.ask(Query(text=entry.text, machine_id=kiosk.machine_id,
-                           source="scanner" if entry.scanned else "keyboard", lang=self.lang))
+            self.ask(
+                Query(
+                    text=entry.text,
+                    machine_id=kiosk.machine_id,
+                    source="scanner" if entry.scanned else "keyboard",
+                    lang=self.lang,
+                )
+            )
 
     def set_operator(self, operator: str) -> None:
         self.operator = operator
@@ -341,8 +366,14 @@ class KioskApp(App[None]):
         self.relabel()
         self.notify(label(self.lang, "lang_switched"))
         if self.current is not None:  # the answer follows the interface language
-            self.ask(Query(text=self.current.text, machine_id=self.current.machine_id,
-                           source=self.current.source, lang=self.lang))
+            self.ask(
+                Query(
+                    text=self.current.text,
+                    machine_id=self.current.machine_id,
+                    source=self.current.source,
+                    lang=self.lang,
+                )
+            )
 
     def action_clear(self) -> None:
         if not self.on_main_screen():
@@ -400,9 +431,22 @@ class KioskApp(App[None]):
 
 
 def make_app(
-    settings: Settings, engine: Engine, *, kiosk_mode: bool | None = None, clock: Callable[[], str] = wall_clock,
-    monotonic: Callable[[], float] = time.monotonic, pin_path: Path | None = None, watch_alarms: bool = True,
+    settings: Settings,
+    engine: Engine,
+    *,
+    kiosk_mode: bool | None = None,
+    clock: Callable[[], str] = wall_clock,
+    monotonic: Callable[[], float] = time.monotonic,
+    pin_path: Path | None = None,
+    watch_alarms: bool = True,
 ) -> KioskApp:
     """Build the kiosk app; tests inject clocks, the PIN file and whether alarms are watched."""
-    return KioskApp(settings, engine, kiosk_mode=kiosk_mode, clock=clock, monotonic=monotonic,
-                    pin_path=pin_path, watch_alarms=watch_alarms)
+    return KioskApp(
+        settings,
+        engine,
+        kiosk_mode=kiosk_mode,
+        clock=clock,
+        monotonic=monotonic,
+        pin_path=pin_path,
+        watch_alarms=watch_alarms,
+    )

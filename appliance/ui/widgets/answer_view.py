@@ -200,13 +200,17 @@ class AnswerView(VerticalScroll, can_focus=False):
         times = label(self.lang, "times")
         blocks: Blocks = [_heading(label(self.lang, "history"))]
         if state.fixes:
-            blocks.append([("•", Text(f"{fix.action} ({fix.count}{times}, {fix.last_date})")) for fix in state.fixes[:3]])
+            blocks.append(
+                [("•", Text(f"{fix.action} ({fix.count}{times}, {fix.last_date})")) for fix in state.fixes[:3]]
+            )
         if state.records:
             blocks.append(Text(label(self.lang, "recent"), style="bold"))
-            blocks.append([
-                ("·", Text(f"{r.date} {r.machine_id}: {r.symptom} → {r.action} ({r.result})"))
-                for r in state.records[:3]
-            ])
+            blocks.append(
+                [
+                    ("·", Text(f"{r.date} {r.machine_id}: {r.symptom} → {r.action} ({r.result})"))
+                    for r in state.records[:3]
+                ]
+            )
         return blocks
 
     def _generated(self) -> Blocks:

@@ -7,8 +7,14 @@ from textual.widgets import Static
 
 from appliance.ui.labels import label
 
-KEYS = (("F1", "key_fixed"), ("F2", "key_not_fixed"), ("F3", "key_call"), ("F5", "key_lang"),
-        ("Esc", "key_clear"), ("F9", "key_tech"))
+KEYS = (
+    ("F1", "key_fixed"),
+    ("F2", "key_not_fixed"),
+    ("F3", "key_call"),
+    ("F5", "key_lang"),
+    ("Esc", "key_clear"),
+    ("F9", "key_tech"),
+)
 
 
 class KeyBar(Static):

@@ -43,9 +43,17 @@ class StatusBar(Static):
             serial = label(lang, "serial_none")
         operator = self.operator or label(lang, "operator_none")
         return Text.assemble(
-            (self.clock(), "bold"), "  ",
-            (f"{label(lang, 'model')}: ", "bold"), model, "  ",
-            (f"{label(lang, 'kb')}: ", "bold"), kb, "  ",
-            (f"{label(lang, 'serial')}: ", "bold"), serial, "  ",
-            (f"{label(lang, 'operator')}: ", "bold"), operator,
+            (self.clock(), "bold"),
+            "  ",
+            (f"{label(lang, 'model')}: ", "bold"),
+            model,
+            "  ",
+            (f"{label(lang, 'kb')}: ", "bold"),
+            kb,
+            "  ",
+            (f"{label(lang, 'serial')}: ", "bold"),
+            serial,
+            "  ",
+            (f"{label(lang, 'operator')}: ", "bold"),
+            operator,
         )
