@@ -10,6 +10,7 @@ JSON object that follows `ANSWER_SCHEMA`; passages are cited by their numbers.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,14 +28,14 @@ SYSTEM_PROMPT = (
 )
 
 LANG_NAMES = {"zh-TW": "Traditional Chinese (繁體中文)", "en": "English"}
-MAX_STEPS = 5
+MAX_STEPS = 4
 MAX_CITES = 3
 MAX_PASSAGES = 9
 
 ANSWER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "summary": {"type": "string", "maxLength": 200},
+        "summary": {"type": "string", "maxLength": 160},
         "steps": {
             "type": "array",
             "minItems": 1,
@@ -42,7 +43,7 @@ ANSWER_SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "text": {"type": "string", "maxLength": 160},
+                    "text": {"type": "string", "maxLength": 120},
                     "cites": {
                         "type": "array",
                         "maxItems": MAX_CITES,
@@ -52,8 +53,8 @@ ANSWER_SCHEMA: dict[str, Any] = {
                 "required": ["text", "cites"],
             },
         },
-        "safety": {"type": "array", "maxItems": 3, "items": {"type": "string", "maxLength": 120}},
-        "parts": {"type": "array", "maxItems": 4, "items": {"type": "string", "maxLength": 48}},
+        "safety": {"type": "array", "maxItems": 2, "items": {"type": "string", "maxLength": 100}},
+        "parts": {"type": "array", "maxItems": 3, "items": {"type": "string", "maxLength": 40}},
         "escalate": {"type": "boolean"},
     },
     "required": ["summary", "steps", "safety", "parts", "escalate"],
@@ -124,7 +125,13 @@ class PromptContext:
     passages: Sequence[PromptPassage] = ()
 
 
-PASSAGE_CHARS = 600
+PASSAGE_CHARS = 360
+_SPECIAL = re.compile(r"<\|[a-z_]+\|>")
+
+
+def data_text(text: str) -> str:
+    """Text from documents or operators, made inert: chat-template markers cannot open a turn."""
+    return _SPECIAL.sub(lambda m: m.group(0).replace("|", "¦"), text)
 
 
 def user_message(ctx: PromptContext) -> str:
@@ -132,7 +139,7 @@ def user_message(ctx: PromptContext) -> str:
     lines = [f"Answer language: {LANG_NAMES.get(ctx.lang, ctx.lang)}"]
     if ctx.machine:
         lines.append(f"Machine: {ctx.machine}")
-    lines.append(f"Operator query: {ctx.query}")
+    lines.append(f"Operator query: {data_text(ctx.query)}")
     if ctx.code:
         lines.append(f"Error code: {ctx.code} {ctx.title} [{ctx.severity}]")
         lines.append("Standard procedure:")
@@ -144,12 +151,12 @@ def user_message(ctx: PromptContext) -> str:
         lines.append("Error code: not found in the code table")
     if ctx.history:
         lines.append("Past repairs:")
-        lines.extend(f"- {item}" for item in ctx.history)
+        lines.extend(f"- {data_text(item)}" for item in ctx.history)
     if ctx.passages:
         lines.append("Passages:")
         for p in ctx.passages:
-            text = " ".join(p.text.split())[:PASSAGE_CHARS]
-            lines.append(f"[{p.n}] ({p.source} > {p.section}) {text}")
+            text = data_text(" ".join(p.text.split())[:PASSAGE_CHARS])
+            lines.append(f"[{p.n}] ({p.source} > {data_text(p.section)}) {text}")
     else:
         lines.append("Passages: none")
     lines.append("Answer with the JSON object now.")

@@ -67,7 +67,9 @@ class Engine:
         self._backend_error: str | None = None
         self._kb: KnowledgeBase | None = None
         self._kb_lock = threading.Lock()
+        self._backend_lock = threading.Lock()
         self.gate = PriorityGate()
+        self.use_cache = True
 
     # -- resources -------------------------------------------------------------------------
     def kb(self) -> KnowledgeBase:
@@ -88,15 +90,20 @@ class Engine:
                 )
             return self._kb
 
+    def set_backend(self, backend: LLMBackend) -> None:
+        """Use an already loaded backend (shared between engines, e.g. by `shifu eval`)."""
+        self._backend = backend
+
     def backend(self) -> LLMBackend:
         """The loaded model (loaded on first use; a failure is raised as ModelError)."""
         if not self.settings.model.enabled or self._backend_factory is None:
             raise ModelError("the model is switched off in the configuration (model.enabled = false)")
-        if self._backend is None:
-            backend = self._backend_factory()
-            backend.load()
-            self._backend = backend
-        return self._backend
+        with self._backend_lock:
+            if self._backend is None:
+                backend = self._backend_factory()
+                backend.load()
+                self._backend = backend
+            return self._backend
 
     def warm(self) -> str | None:
         """Load the model, KB and embedder now; return an error message or None."""
@@ -185,28 +192,39 @@ class Engine:
 
         # 4: passages.
         try:
+            if not self.settings.retrieval.enabled:
+                raise _Skip
             extra = f"{entry.code} {entry.title} {entry.description}" if entry else ""
             result = kb.search(normalize_text(text), self.settings.retrieval.top_k, extra=extra)
             answer.passages = result.passages
             answer.notices.extend(result.notices)
+        except _Skip:
+            pass
         except ShifuError as error:
             yield Failed("retrieve", str(error))
             answer.notices.append(str(error))
         mark("retrieve")
         yield PassagesFound(tuple(answer.passages), tuple(answer.notices))
 
-        # 5-6: cache, then the model.
-        if not use_model:
-            answer.notices.append("模型已關閉 (--no-llm)" if lang == "zh-TW" else "model not used (--no-llm)")
-        elif entry is None and not self._relevant(answer.passages):
-            answer.generated = _not_in_kb(lang)
-            answer.notices.append(
-                "知識庫中找不到相關資料" if lang == "zh-TW" else "nothing relevant in the knowledge base; not generated"
-            )
-        else:
-            yield from self._generate(query, answer, entry, machine_model, mark)
-        mark("total")
-        self._audit(answer, query.source)
+        # 5-6: cache, then the model. The audit row is written even when the caller stops
+        # reading (a new scan cancels this answer), so feedback always has a row to refer to.
+        finished = False
+        try:
+            if not use_model:
+                answer.notices.append("模型已關閉 (--no-llm)" if lang == "zh-TW" else "model not used (--no-llm)")
+            elif entry is None and not self._relevant(answer.passages):
+                answer.generated = _not_in_kb(lang)
+                answer.notices.append(
+                    "知識庫中找不到相關資料" if lang == "zh-TW" else "nothing relevant in the knowledge base; not generated"
+                )
+            else:
+                yield from self._generate(query, answer, entry, machine_model, mark)
+            finished = True
+        finally:
+            if not finished:
+                answer.notices.append("已取消" if lang == "zh-TW" else "cancelled")
+            mark("total")
+            self._audit(answer, query.source)
         yield Done(answer)
 
     def _relevant(self, passages: list[Passage]) -> bool:
@@ -225,6 +243,8 @@ class Engine:
             info.get("base_sha256"),
             info.get("adapter_sha256"),
             hashlib.sha256(prompt.SYSTEM_PROMPT.encode()).hexdigest()[:16],
+            self.settings.retrieval.model_dump(mode="json"),
+            self.settings.model.temperature,
         ]
         return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
 
@@ -240,7 +260,7 @@ class Engine:
             return
         answer.model = info.to_json()
         cache_key = self._cache_key(answer, machine_model, answer.model)
-        if self.opstore is not None:
+        if self.opstore is not None and self.use_cache:
             cached = self.opstore.cache_get(cache_key)
             if cached is not None:
                 answer.generated, answer.cached, answer.model_available = cached, True, True
@@ -255,30 +275,48 @@ class Engine:
             json_schema=schema,
         )
         raw: list[str] = []
+        background = query.priority > 0
         try:
-            with self.gate.hold(query.priority):
-                mark("model_start")
-                stream = backend.stream(prompt.messages(ctx), options)
-                try:
-                    for piece in stream:
-                        if not raw:
-                            mark("first_token")
-                        raw.append(piece)
-                        yield Token(piece)
-                finally:
-                    close = getattr(stream, "close", None)
-                    if close is not None:
-                        close()
+            while True:
+                raw = []
+                preempted = False
+                with self.gate.hold(query.priority):
+                    mark("model_start")
+                    stream = backend.stream(prompt.messages(ctx), options)
+                    try:
+                        for piece in stream:
+                            if not raw:
+                                mark("first_token")
+                            raw.append(piece)
+                            if not background:
+                                yield Token(piece)
+                            elif self.gate.waiting(max_priority=query.priority - 1):
+                                # An operator is waiting: give the model up now and redo this
+                                # background answer afterwards (the prompt prefix stays cached).
+                                preempted = True
+                                break
+                    finally:
+                        close = getattr(stream, "close", None)
+                        if close is not None:
+                            close()
+                if not preempted:
+                    break
+                answer.diagnostics["preempted"] = int(answer.diagnostics.get("preempted", 0)) + 1
         except ShifuError as error:
             answer.notices.append(_model_notice(answer.lang, str(error)))
             yield Failed("generate", str(error))
             return
         mark("generated")
-        guarded = guard("".join(raw), answer.passages, answer.lang)
+        trusted = "\n".join([*entry.steps, *entry.safety]) if entry else ""
+        guarded = guard("".join(raw), answer.passages, answer.lang, trusted)
+        answer.diagnostics.update(
+            raw_schema_valid=guarded.schema_valid, cites_total=guarded.total_cites,
+            cites_removed=guarded.removed_cites, contacts_removed=guarded.removed_contacts,
+        )
         answer.generated = guarded.generated
         answer.notices.extend(guarded.notices)
         answer.model_available = True
-        if guarded.complete and self.opstore is not None:
+        if guarded.complete and self.opstore is not None and self.use_cache:
             self.opstore.cache_put(cache_key, guarded.generated)
 
     def prompt_context(self, answer: Answer, entry: CodeEntry | None, machine_model: str) -> prompt.PromptContext:
@@ -305,6 +343,10 @@ class Engine:
             answer.audit_id = self.opstore.write_audit(answer.to_json(), source=source)
         except Exception as error:  # the answer still reaches the operator
             answer.notices.append(f"audit log write failed: {error}")
+
+
+class _Skip(Exception):
+    """Retrieval switched off in the configuration."""
 
 
 def _model_notice(lang: str, message: str) -> str:

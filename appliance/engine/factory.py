@@ -13,8 +13,11 @@ from kb.versions import VersionStore
 from models.registry import load_registry
 
 
-def make_backend(settings: Settings) -> LLMBackend:
-    """The configured LLM backend over the registry's (or the configured) model."""
+def make_backend(settings: Settings, *, adapter: bool = True) -> LLMBackend:
+    """The configured LLM backend over the registry's (or the configured) model.
+
+    `adapter=False` loads the base alone (evaluation compares with and without the adapter).
+    """
     model = settings.model
     registry = load_registry(paths.models_toml())
     base = registry.base()
@@ -22,16 +25,16 @@ def make_backend(settings: Settings) -> LLMBackend:
         from dataclasses import replace
 
         base = replace(base, id=model.path.stem, path=model.path, sha256="")
-    adapter = registry.adapter()
-    if model.adapter is not None:
+    lora = registry.adapter() if adapter else None
+    if model.adapter is not None and adapter:
         from models.registry import ModelEntry
 
-        adapter = ModelEntry(id=model.adapter.stem, path=model.adapter, kind="adapter")
+        lora = ModelEntry(id=model.adapter.stem, path=model.adapter, kind="adapter")
     if model.backend == "llama_cpp":
         from appliance.llm.llama_cpp import LlamaCppBackend
 
         return LlamaCppBackend(
-            base, adapter, n_ctx=model.n_ctx, n_threads=model.n_threads, n_gpu_layers=model.n_gpu_layers,
+            base, lora, n_ctx=model.n_ctx, n_threads=model.n_threads, n_gpu_layers=model.n_gpu_layers,
             flash_attn=model.flash_attn, hash_cache=paths.state_dir() / "hashes.json",
         )
     raise ModelError(f"model.backend = {model.backend!r} is not available in this build")

@@ -83,6 +83,8 @@ class Answer:
     notices: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     audit_id: int | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    """Counts for evaluation (raw schema validity, citations removed); not part of the JSON."""
 
     def to_json(self) -> dict[str, Any]:
         return {

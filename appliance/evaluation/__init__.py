@@ -1,0 +1,1 @@
+"""Answer-quality evaluation (`shifu eval`): metrics, runner and report."""
