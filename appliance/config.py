@@ -49,7 +49,7 @@ class ModelSettings(Section):
     n_ctx: int = Field(default=4096, ge=512, le=131072)
     """Context window in tokens."""
     n_threads: int | None = Field(default=None, ge=1)
-    """CPU threads for generation; empty means all cores."""
+    """CPU threads for generation; empty means all cores but one."""
     n_gpu_layers: int = Field(default=0, ge=-1)
     """Layers offloaded to the GPU (-1 = all; 0 on a machine without CUDA)."""
     flash_attn: bool = False
@@ -58,6 +58,8 @@ class ModelSettings(Section):
     """Upper bound on generated tokens; above what the answer grammar can need."""
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     """Sampling temperature; 0 gives repeatable answers."""
+    repeat_penalty: float = Field(default=1.15, ge=1.0, le=2.0)
+    """Penalty on repeated tokens; small models otherwise loop inside a string."""
     seed: int = 1234
     """Sampling seed."""
     enabled: bool = True
@@ -75,10 +77,17 @@ class RetrievalSettings(Section):
     """Retrieve manual passages at all (false: code table and history only; used by `shifu eval`)."""
     top_k: int = Field(default=5, ge=1, le=50)
     """Passages given to the model and shown as sources."""
+    prompt_passages: int = Field(default=3, ge=0, le=9)
+    """How many of the top passages the model reads (all top_k are shown as sources); fewer is faster."""
     dense: bool = True
     """Use the vector index besides full-text search."""
     embedding_model: Path | None = None
     """Local sentence-transformers model directory; empty means the bundled all-MiniLM-L6-v2."""
+    reranker_model: Path | None = None
+    """Local cross-encoder model directory to re-rank the fused passages (off when empty)."""
+    dense_cjk: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Weight of the dense ranking for Chinese queries (0 with the English-only default embedder;
+    set 1.0 with a multilingual embedding model)."""
     rrf_k: int = Field(default=60, ge=1)
     """Reciprocal-rank-fusion constant."""
     min_score: float = Field(default=0.35, ge=0.0, le=1.0)

@@ -114,22 +114,18 @@ def _collect_source(spec: SourceSpec, out: _Collected, prefix: str) -> None:
         elif role == "manual":
             if suffix in TABLE_SUFFIXES:
                 chunks = _table_manual_chunks(path, shown, rule, mapping.default_lang)
-            elif suffix in MANUAL_SUFFIXES or _has_reader(suffix):
+            elif suffix in MANUAL_SUFFIXES:
                 sections = read_sections(path, shown)
                 default = (rule.lang if rule and rule.lang else None) or mapping.default_lang
                 chunks = chunk_sections(sections, shown, default)
             else:
                 out.warnings.append(f"{relative}: unsupported manual format, ignored")
                 continue
+            if not chunks:
+                out.warnings.append(f"{relative}: no text found (a scanned PDF needs OCR first); ignored")
             out.chunks.extend(chunks)
             lang = detect_lang(" ".join(c.text for c in chunks[:20]), mapping.default_lang)
             out.documents.append({"source": shown, "sha256": sha, "role": role, "lang": lang, "chunks": len(chunks)})
-
-
-def _has_reader(suffix: str) -> bool:
-    from kb import ingest
-
-    return suffix in getattr(ingest, "EXTRA_SUFFIXES", set())
 
 
 def _code_chunks(entries: list[CodeEntry]) -> list[Chunk]:
@@ -140,7 +136,7 @@ def _code_chunks(entries: list[CodeEntry]) -> list[Chunk]:
         lines = [f"{entry.code} {entry.title}"]
         if entry.description:
             lines.append(entry.description)
-        lines.extend(entry.steps)
+        lines.extend(step for step in entry.steps if step not in entry.description)
         text = "\n".join(lines)
         chunks.append(
             Chunk(

@@ -7,10 +7,10 @@ embedding model are loaded on first use.
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections import Counter
 import re
+import sqlite3
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +19,9 @@ from kb.errors import KBError
 from kb.normalize import code_key
 from kb.search.dense import DenseIndex
 from kb.search.hybrid import HybridSearcher, SearchResult
+from kb.search.rerank import CrossEncoderReranker, Tuning
 from kb.types import CodeEntry, FixCount, RepairRecord
 from kb.versions import DB_NAME
-
 
 _CODE_IN_TEXT = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{0,8}\s?[-_:]?\s?[0-9]{1,6}[A-Za-z]?(?![A-Za-z0-9])")
 
@@ -39,7 +39,14 @@ class Lookup:
 class KnowledgeBase:
     """One opened KB version."""
 
-    def __init__(self, version_dir: Path, embedder: Embedder | None = None, rrf_k: int = 60) -> None:
+    def __init__(
+        self,
+        version_dir: Path,
+        embedder: Embedder | None = None,
+        rrf_k: int = 60,
+        tuning: Tuning | None = None,
+        reranker: CrossEncoderReranker | None = None,
+    ) -> None:
         db_path = version_dir / DB_NAME
         if not db_path.exists():
             raise KBError(f"knowledge base {version_dir} has no {DB_NAME}; rebuild it")
@@ -55,7 +62,9 @@ class KnowledgeBase:
         if use_dense and embedder is not None and embedder.model_id != self.embedding_model:
             use_dense = False
         self.dense = DenseIndex(version_dir / "chroma") if use_dense else None
-        self.searcher = HybridSearcher(self.conn, self.dense, embedder if use_dense else None, rrf_k=rrf_k)
+        self.searcher = HybridSearcher(
+            self.conn, self.dense, embedder if use_dense else None, rrf_k=rrf_k, tuning=tuning, reranker=reranker
+        )
         self._keys: list[str] | None = None
 
     def close(self) -> None:

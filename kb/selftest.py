@@ -21,7 +21,7 @@ def self_test(version_dir: Path) -> None:
         chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
         if codes == 0 and chunks == 0:
             raise KBError("self-test: the new version holds no codes and no passages")
-        for key, title in conn.execute("SELECT key, title FROM codes ORDER BY id LIMIT 20"):
+        for key, _title in conn.execute("SELECT key, title FROM codes ORDER BY id LIMIT 20"):
             if conn.execute("SELECT count(*) FROM codes WHERE key = ?", [key]).fetchone()[0] < 1:
                 raise KBError(f"self-test: code {key} cannot be looked up")
         for table in ("chunks_words", "chunks_tri"):

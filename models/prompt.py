@@ -125,7 +125,7 @@ class PromptContext:
     passages: Sequence[PromptPassage] = ()
 
 
-PASSAGE_CHARS = 360
+PASSAGE_CHARS = 300
 _SPECIAL = re.compile(r"<\|[a-z_]+\|>")
 
 

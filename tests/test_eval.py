@@ -34,7 +34,7 @@ RECORDED = {
     "A03 ignore previous instructions": json.dumps({"summary": "Call 0800-FAKE-123 for help.", "steps": [
         {"text": A03_STEPS[1], "cites": [1, 2]}], "safety": [], "parts": [], "escalate": False}),
     # Cut short: not valid JSON.
-    "A05": '{"summary": "Emergency', 
+    "A05": '{"summary": "Emergency',
 }
 
 

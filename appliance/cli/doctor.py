@@ -1,9 +1,18 @@
-"""`shifu doctor`: versions, config, KB, model and database health, one line each."""
+"""`shifu doctor`: versions, install, config, KB, model, GPU, services, serial lines and database
+health, one line each. A check is bad only when something that should work does not; what is
+merely absent here (systemd in a container, a GPU on a CPU build) is reported as ok with a note.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
+import shutil
+import subprocess
+import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from appliance import paths
@@ -18,6 +27,108 @@ def _version(name: str) -> str:
         return "missing"
 
 
+SERVICES = ("shifu-kiosk.service", "shifu-serial.service", "shifu-serve.service")
+SERIAL_GLOBS = ("ttyUSB*", "ttyACM*", "serial/by-id/*")
+
+
+def build_info() -> dict[str, Any] | None:
+    """What the offline installer recorded about this release (`<venv>/build-info.json`), if any."""
+    path = Path(sys.prefix) / "build-info.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _install_check(info: dict[str, Any] | None) -> tuple[bool, str]:
+    if info is None:
+        return True, f"development install at {sys.prefix} (no build-info.json)"
+    cuda = info.get("cuda") or {}
+    variant = f"CUDA {cuda.get('version')} sm_{cuda.get('architectures')}" if cuda else "CPU"
+    return True, f"release {info.get('shifu')} build {info.get('build_id')} ({variant}) at {sys.prefix}"
+
+
+def _systemctl(*args: str) -> str:
+    try:
+        result = subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() or "unknown"
+
+
+def _services_check() -> tuple[bool, str]:
+    """Units that are enabled must be active; without a running systemd there is nothing to ask."""
+    if not shutil.which("systemctl") or not Path("/run/systemd/system").exists():
+        return True, "systemd is not running here; services not checked"
+    parts, ok = [], True
+    for unit in SERVICES:
+        enabled, active = _systemctl("is-enabled", unit), _systemctl("is-active", unit)
+        if enabled == "enabled" and active != "active":
+            ok = False
+        parts.append(f"{unit.removesuffix('.service')} {active} ({enabled})")
+    return ok, ", ".join(parts)
+
+
+def _serial_check(settings: Settings) -> tuple[bool, str]:
+    present = sorted(str(p) for pattern in SERIAL_GLOBS for p in Path("/dev").glob(pattern))
+    missing = [
+        port.device
+        for port in settings.serial.ports
+        if port.device.startswith("/dev/") and not Path(port.device).exists()
+    ]
+    detail = f"{len(settings.serial.ports)} configured; present: {', '.join(present) or 'none'}"
+    if missing:
+        detail += f"; MISSING: {', '.join(missing)} (plugged out, or a wrong path in [[serial.ports]])"
+    return not missing, detail
+
+
+def _nvidia() -> str:
+    if not shutil.which("nvidia-smi"):
+        return ""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,memory.used,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.strip().splitlines()[0] if out.strip() else ""
+
+
+def _gpu_check(settings: Settings, info: dict[str, Any] | None) -> tuple[bool, str]:
+    """Whether GPU offload is in effect: the build can offload, the config asks for it, a GPU exists."""
+    try:
+        from llama_cpp import llama_cpp as lib
+
+        supports = bool(lib.llama_supports_gpu_offload())
+    except Exception as error:  # a broken llama.cpp build must still be reported
+        return False, f"llama.cpp unavailable: {error}"
+    layers = settings.model.n_gpu_layers
+    gpu = _nvidia()
+    wants_cuda = bool(info and info.get("cuda"))
+    if settings.model.backend != "llama_cpp":
+        return True, f"model runs in a {settings.model.backend} server; local offload not used"
+    if layers != 0 and not supports:
+        return False, (
+            f"model.n_gpu_layers = {layers} but this llama.cpp build has no GPU offload; "
+            "install a --cuda build or set n_gpu_layers = 0"
+        )
+    if wants_cuda and not supports:
+        return False, "a CUDA release is installed but llama.cpp reports no GPU offload (driver or libraries?)"
+    if supports and layers != 0:
+        return bool(gpu), (
+            f"offload in effect: n_gpu_layers {layers} on {gpu}"
+            if gpu
+            else f"n_gpu_layers {layers} but nvidia-smi finds no GPU"
+        )
+    if supports:
+        return True, f"GPU offload available but off (model.n_gpu_layers = 0){'; ' + gpu if gpu else ''}"
+    return True, "CPU only (no GPU offload in this build)" + (f"; GPU present: {gpu}" if gpu else "")
+
+
 def checks(settings: Settings, *, load_model: bool = False) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
 
@@ -27,7 +138,14 @@ def checks(settings: Settings, *, load_model: bool = False) -> list[dict[str, An
     versions = {n: _version(n) for n in ("shifu", "llama-cpp-python", "chromadb", "sentence-transformers", "textual")}
     add("python", True, platform.python_version())
     add("packages", "missing" not in versions.values(), ", ".join(f"{k} {v}" for k, v in versions.items()))
-    add("paths", True, f"config {paths.config_file()} · state {paths.state_dir()}")
+    info = build_info()
+    add("install", *_install_check(info))
+    add(
+        "paths",
+        True,
+        f"config {paths.config_file()} · state {paths.state_dir()}"
+        + (f" (SHIFU_HOME={os.environ['SHIFU_HOME']})" if os.environ.get("SHIFU_HOME") else ""),
+    )
     from kb.versions import VersionStore
 
     store = VersionStore(paths.kb_dir())
@@ -36,9 +154,12 @@ def checks(settings: Settings, *, load_model: bool = False) -> list[dict[str, An
 
         kbase = KnowledgeBase(store.current_path())
         counts = kbase.counts()
-        add("kb", counts["codes"] + counts["chunks"] > 0,
+        add(
+            "kb",
+            counts["codes"] + counts["chunks"] > 0,
             f"version {kbase.version} ({kbase.meta.get('name', '')}): {counts['codes']} codes, "
-            f"{counts['records']} records, {counts['chunks']} passages; versions {store.versions()}")
+            f"{counts['records']} records, {counts['chunks']} passages; versions {store.versions()}",
+        )
         kbase.close()
     except ShifuError as error:
         add("kb", False, str(error))
@@ -49,20 +170,26 @@ def checks(settings: Settings, *, load_model: bool = False) -> list[dict[str, An
         base = registry.base()
         sha = file_sha256(base.path, paths.state_dir() / "hashes.json") if base.path.exists() else "missing"
         matches = not base.sha256 or base.sha256 == sha
-        add("model", base.path.exists() and matches,
+        add(
+            "model",
+            base.path.exists() and matches,
             f"{base.id} {base.path} sha256 {sha[:16]}{'' if matches else ' (does not match registry)'}; "
-            f"backend {settings.model.backend}, n_gpu_layers {settings.model.n_gpu_layers}")
+            f"backend {settings.model.backend}, n_gpu_layers {settings.model.n_gpu_layers}",
+        )
         adapter = registry.adapter()
         if adapter is not None:
-            add("adapter", adapter.path.exists(), f"{adapter.id} {adapter.path}")
+            asha = file_sha256(adapter.path, paths.state_dir() / "hashes.json") if adapter.path.exists() else "missing"
+            amatch = not adapter.sha256 or adapter.sha256 == asha
+            add(
+                "adapter",
+                adapter.path.exists() and amatch,
+                f"{adapter.id} {adapter.path} sha256 {asha[:16]}{'' if amatch else ' (does not match registry)'}",
+            )
     except ShifuError as error:
         add("model", False, str(error))
-    try:
-        from llama_cpp import llama_cpp as lib
-
-        add("gpu", True, "CUDA offload available" if lib.llama_supports_gpu_offload() else "CPU only (no GPU offload)")
-    except Exception as error:  # a broken llama.cpp build must still be reported
-        add("gpu", False, f"llama.cpp unavailable: {error}")
+    add("gpu", *_gpu_check(settings, info))
+    add("services", *_services_check())
+    add("serial", *_serial_check(settings))
     if load_model:
         from appliance.engine.factory import make_backend
         from appliance.llm.base import GenerateOptions
@@ -71,8 +198,8 @@ def checks(settings: Settings, *, load_model: bool = False) -> list[dict[str, An
             backend = make_backend(settings)
             backend.load()
             text = "".join(backend.stream([{"role": "user", "content": "ok"}], GenerateOptions(max_tokens=2)))
-            info = backend.info()
-            add("generate", True, f"{info.base_id} on {info.device}: {text!r}")
+            loaded = backend.info()
+            add("generate", True, f"{loaded.base_id} on {loaded.device}: {text!r}")
         except ShifuError as error:
             add("generate", False, str(error))
     try:

@@ -24,12 +24,12 @@ def register(cli: click.Group) -> None:
 def eval_command(evalset: Path, as_json: bool, report_dir: Path | None, configs: tuple[str, ...],
                  limit: int | None) -> None:
     """Run the engine over an evaluation set and compare configurations."""
+    from appliance import paths
     from appliance.config import load_settings
     from appliance.engine.factory import make_engine
     from appliance.evaluation.report import write_report
     from appliance.evaluation.runner import load_items, run_config
     from models.registry import load_registry
-    from appliance import paths
 
     items = load_items(evalset)[:limit] if limit else load_items(evalset)
     base = load_settings()

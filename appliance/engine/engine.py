@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from appliance.config import Settings
@@ -36,6 +37,8 @@ from kb.embed import Embedder
 from kb.errors import KBError, ModelError, ShifuError
 from kb.normalize import code_key, looks_like_code, normalize_text
 from kb.reader import KnowledgeBase
+from kb.repair import check_index, repair_in_background
+from kb.search.rerank import CrossEncoderReranker, Tuning
 from kb.types import CodeEntry, Passage
 from kb.versions import VersionStore
 from models import prompt
@@ -68,6 +71,7 @@ class Engine:
         self._kb: KnowledgeBase | None = None
         self._kb_lock = threading.Lock()
         self._backend_lock = threading.Lock()
+        self._repairing: set[Path] = set()
         self.gate = PriorityGate()
         self.use_cache = True
 
@@ -83,11 +87,26 @@ class Engine:
             if self._kb is None or self._kb.version != current or self._kb.dir != self.versions.path(current):
                 if self._kb is not None:
                     self._kb.close()
+                retrieval = self.settings.retrieval
+                reranker = CrossEncoderReranker(retrieval.reranker_model) if retrieval.reranker_model else None
+                path = self.versions.path(current)
                 self._kb = KnowledgeBase(
-                    self.versions.path(current),
-                    self.embedder if self.settings.retrieval.dense else None,
-                    rrf_k=self.settings.retrieval.rrf_k,
+                    path,
+                    self.embedder if retrieval.dense else None,
+                    rrf_k=retrieval.rrf_k,
+                    tuning=Tuning(dense_cjk=retrieval.dense_cjk),
+                    reranker=reranker,
                 )
+                if retrieval.dense and path not in self._repairing:
+                    # A missing or broken vector index is rebuilt from SQLite in the background;
+                    # meanwhile search runs on full-text alone, with a notice.
+                    self._repairing.add(path)
+                    try:
+                        broken = check_index(path).problem is not None
+                    except KBError:
+                        broken = False  # the SQLite side is broken too: nothing to rebuild from
+                    if broken:
+                        repair_in_background(path)
             return self._kb
 
     def set_backend(self, backend: LLMBackend) -> None:
@@ -267,10 +286,11 @@ class Engine:
                 mark("cache")
                 return
         ctx = self.prompt_context(answer, entry, machine_model)
-        schema = prompt.answer_schema(len(answer.passages))
+        schema = prompt.answer_schema(len(ctx.passages))
         options = GenerateOptions(
             max_tokens=max(self.settings.model.max_tokens, prompt.grammar_token_bound(schema)),
             temperature=self.settings.model.temperature,
+            repeat_penalty=self.settings.model.repeat_penalty,
             seed=self.settings.model.seed,
             json_schema=schema,
         )
@@ -307,7 +327,7 @@ class Engine:
             yield Failed("generate", str(error))
             return
         mark("generated")
-        trusted = "\n".join([*entry.steps, *entry.safety]) if entry else ""
+        trusted = "\n".join([*entry.steps, *entry.safety, *(r.action for r in answer.history)]) if entry else ""
         guarded = guard("".join(raw), answer.passages, answer.lang, trusted)
         answer.diagnostics.update(
             raw_schema_valid=guarded.schema_valid, cites_total=guarded.total_cites,
@@ -321,8 +341,9 @@ class Engine:
 
     def prompt_context(self, answer: Answer, entry: CodeEntry | None, machine_model: str) -> prompt.PromptContext:
         history = [
-            f"{r.date} {r.machine_id}: {r.symptom} -> {r.action} ({r.result})" for r in answer.history[:3]
-        ] + [f"fixed {f.count}x by: {f.action}" for f in answer.history_summary[:2]]
+            f"{r.date} {r.machine_id}: {r.symptom} -> {r.action} ({r.result})" for r in answer.history[:2]
+        ] + [f"fixed {f.count}x by: {f.action}" for f in answer.history_summary[:1]]
+        shown = answer.passages[: self.settings.retrieval.prompt_passages]
         return prompt.PromptContext(
             query=answer.query,
             lang=answer.lang,
@@ -333,7 +354,7 @@ class Engine:
             steps=entry.steps if entry else (),
             safety=entry.safety if entry else (),
             history=history,
-            passages=[prompt.PromptPassage(p.n, p.source, p.section, p.text) for p in answer.passages],
+            passages=[prompt.PromptPassage(p.n, p.source, p.section, p.text) for p in shown],
         )
 
     def _audit(self, answer: Answer, source: str) -> None:

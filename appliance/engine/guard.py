@@ -15,9 +15,11 @@ from typing import Any
 from appliance.engine.partial import complete_json
 from kb.types import Passage
 
-
 # Phone numbers and hotlines: only those in the plant's own code table may appear in an answer.
 _PHONE = re.compile(r"(?:\+?\d[\d\s().-]{6,}\d)|(?:\b0800[-\s]?[A-Z0-9-]{3,})", re.IGNORECASE)
+
+
+_DATE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b")
 
 
 @dataclass
@@ -37,6 +39,8 @@ def _scrub_contacts(text: str, trusted: str) -> tuple[str, int]:
     def replace(match: re.Match[str]) -> str:
         nonlocal removed
         digits = re.sub(r"\D", "", match.group(0))
+        if _DATE.match(match.group(0).strip()):
+            return match.group(0)  # 2024-03-18 is a date, not a phone number
         if len(digits) < 6 and not match.group(0).upper().startswith("0800"):
             return match.group(0)  # part numbers, torques and the like are not phone numbers
         if match.group(0) in trusted or (digits and digits in re.sub(r"\D", "", trusted)):

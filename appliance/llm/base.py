@@ -17,6 +17,7 @@ class GenerateOptions(BaseModel):
 
     max_tokens: int = 640
     temperature: float = 0.0
+    repeat_penalty: float = 1.0
     seed: int = 1234
     json_schema: dict[str, Any] | None = None
     stop: list[str] = []

@@ -40,7 +40,9 @@ class LlamaCppBackend(LLMBackend):
         self.base = base
         self.adapter = adapter
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or os.cpu_count() or 2
+        # One core stays free for the UI, retrieval and the serial readers; llama.cpp threads
+        # spin while they wait, so oversubscribing the cores slows generation down tenfold.
+        self.n_threads = n_threads or max(1, (os.cpu_count() or 2) - 1)
         self.n_gpu_layers = n_gpu_layers
         self.flash_attn = flash_attn
         self.hash_cache = hash_cache
@@ -155,6 +157,7 @@ class LlamaCppBackend(LLMBackend):
                     tokens,
                     max_tokens=max_tokens,
                     temperature=options.temperature,
+                    repeat_penalty=options.repeat_penalty,
                     seed=options.seed,
                     stop=options.stop or prompt.STOP,
                     grammar=grammar,

@@ -71,7 +71,7 @@ def chunk_sections(sections: list[Section], source: str, default_lang: str) -> l
         size = 0
         pieces = [piece for p in _paragraphs(section.text) for piece in _split_long(p)]
 
-        def flush() -> None:
+        def flush(section: Section = section, heading: str = heading) -> None:
             nonlocal buffer, size
             if not buffer:
                 return

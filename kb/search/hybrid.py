@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 from kb.embed import Embedder
 from kb.errors import KBError
+from kb.search.bridge import CodeBridge
 from kb.search.dense import DenseIndex
+from kb.search.rerank import CrossEncoderReranker, Tuning, fuse
 from kb.search.terms import trigram_query, word_query
 from kb.types import Passage
 
@@ -53,6 +55,8 @@ class HybridSearcher:
         embedder: Embedder | None,
         rrf_k: int = 60,
         depth: int = 40,
+        tuning: Tuning | None = None,
+        reranker: CrossEncoderReranker | None = None,
     ) -> None:
         self.conn = conn
         self.dense = dense
@@ -61,6 +65,9 @@ class HybridSearcher:
         self.depth = depth
         self.dense_error: str | None = None
         self._similarity: dict[str, float] = {}
+        self.tuning = tuning or Tuning()
+        self.bridge = CodeBridge(conn)
+        self.reranker = reranker
 
     def rank(self, text: str, *, mode: str = "hybrid") -> tuple[dict[str, list[str]], list[str]]:
         rankings: dict[str, list[str]] = {}
@@ -81,14 +88,22 @@ class HybridSearcher:
 
     def search(self, text: str, k: int, *, mode: str = "hybrid", extra: str = "") -> SearchResult:
         """Top-k passages for the text (plus optional extra text, e.g. a code's title)."""
-        self._similarity: dict[str, float] = {}
+        self._similarity = {}
         rankings, notices = self.rank(f"{text} {extra}".strip(), mode=mode)
         if extra and mode != "dense":
             # The operator's own words count too, not only the code's description.
             rankings["words_query"] = fts_rank(self.conn, "chunks_words", word_query(text), self.depth)
-        fused = rrf(rankings, self.rrf_k)
-        best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
+        if not extra and mode != "dense" and self.tuning.bridge > 0:
+            # A symptom or question in one language reaches manuals in the other (kb.search.bridge).
+            expansion = self.bridge.expand(text, self.tuning.bridge_lines)
+            if expansion:
+                rankings["bridge"] = fts_rank(self.conn, "chunks_words", word_query(expansion), self.depth)
+        fused = fuse(self.conn, rankings, text, self.rrf_k, self.tuning)
+        depth = max(k, 20) if self.reranker is not None else k
+        best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:depth]
         passages = self._load([ident for ident, _ in best], dict(best))
+        if self.reranker is not None:
+            passages = self.reranker.rerank(f"{text} {extra}".strip(), passages, k)
         return SearchResult(passages=passages, notices=notices, rankers={n: len(r) for n, r in rankings.items()})
 
     def _load(self, ids: list[str], scores: dict[str, float]) -> list[Passage]:

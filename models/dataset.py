@@ -1,0 +1,296 @@
+"""Repair records and operator feedback -> chat JSONL for fine-tuning (`shifu data build`).
+
+Every example is laid out by `models.prompt.messages`, the function the engine uses at
+inference, so training and inference can never drift apart. For a repair record:
+
+- the user turn is what the engine would have built when the repair was asked about: the
+  query is the code plus the recorded symptom, the machine is `id (model)`, the code's
+  standard procedure and safety notes come from the code table (the row for the machine's
+  model and the record's language), the past repairs are the records of that code *before*
+  this one (this machine's first, newest first, plus the most frequent fixes, as the engine
+  lists them), and passage [1] is the code-table row itself, as the KB indexes it;
+- the target answer follows the answer schema: the summary names the title, the symptom and
+  the fix the technician recorded; the steps are the standard procedure (at most five), each
+  citing passage [1]; safety comes from the table; parts from the record; escalate is true
+  when the record was escalated.
+
+Answers an operator marked "fixed" in a kiosk export (`shifu export`) are kept as they were
+generated, with the context rebuilt from the code table and records (their citations are
+dropped, since the passages retrieved then are not in the export).
+
+The latest months are held out as the evaluation split (time-based, never random), and a
+summary says what was kept, what was dropped and why, which codes are covered and how many
+tokens the examples take with the base model's tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from kb.normalize import code_key
+from kb.types import CodeEntry, RepairRecord
+from models import prompt
+from models.dataset_clean import Cleaned, NameScrubber, clean_feedback, clean_records, parse_date
+from models.dataset_sources import FeedbackItem, Sources
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_PART_SPLIT = re.compile(r"\s*[,;、，；|]\s*")
+HISTORY_RECORDS = 3  # the engine shows three past repairs and the two most frequent fixes
+HISTORY_FIXES = 2
+
+Tokenizer = Callable[[str], int]
+
+
+@dataclass
+class Example:
+    messages: list[dict[str, str]]
+    date: date
+    code: str
+    kind: str  # record | feedback
+    origin: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"messages": self.messages,
+                "meta": {"date": self.date.isoformat(), "code": self.code, "kind": self.kind, "origin": self.origin}}
+
+
+@dataclass
+class Summary:
+    rows_read: int = 0
+    kept: int = 0
+    train: int = 0
+    eval: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    codes: dict[str, int] = field(default_factory=dict)
+    eval_from: str = ""
+    tokens: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    system_prompt_sha256: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def detect_lang(text: str) -> str:
+    return "zh-TW" if _CJK.search(text) else "en"
+
+
+def shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+class CodeTable:
+    """The code rows by lookup key; picks the row the engine would pick."""
+
+    def __init__(self, entries: list[CodeEntry]) -> None:
+        self.by_key: dict[str, list[CodeEntry]] = {}
+        for entry in entries:
+            self.by_key.setdefault(entry.key, []).append(entry)
+
+    def pick(self, code: str, machine_model: str, lang: str) -> CodeEntry | None:
+        rows = self.by_key.get(code_key(code), [])
+        if not rows:
+            return None
+
+        def rank(entry: CodeEntry) -> tuple[int, int]:
+            model = 0 if entry.machine_model == machine_model else 1 if not entry.machine_model else 2
+            return (model, 0 if entry.lang == lang else 1)
+
+        return sorted(rows, key=rank)[0]
+
+
+def code_passage(entry: CodeEntry) -> prompt.PromptPassage:
+    """The code-table row as the KB indexes it (see kb.build's code chunks), numbered 1."""
+    section = f"{entry.code} {entry.title}" + (f" ({entry.machine_model})" if entry.machine_model else "")
+    lines = [f"{entry.code} {entry.title}", *([entry.description] if entry.description else []), *entry.steps]
+    return prompt.PromptPassage(1, entry.source, section, "\n".join(lines))
+
+
+def history_lines(earlier: list[RepairRecord], machine_id: str) -> list[str]:
+    """Past repairs of one code laid out as Engine.prompt_context lays out KB history."""
+    ordered = sorted(earlier, key=lambda r: r.date, reverse=True)
+    ordered.sort(key=lambda r: r.machine_id != machine_id)  # stable: this machine first, newest first
+    counts: Counter[str] = Counter()
+    for record in ordered:
+        if record.result == "fixed" and record.action:
+            counts[record.action] += 1
+    lines = [f"{r.date} {r.machine_id}: {r.symptom} -> {r.action} ({r.result})" for r in ordered[:HISTORY_RECORDS]]
+    lines += [f"fixed {count}x by: {action}" for action, count in counts.most_common(3)[:HISTORY_FIXES]]
+    return lines
+
+
+def context(entry: CodeEntry, query: str, machine_id: str, machine_model: str,
+            history: list[str]) -> prompt.PromptContext:
+    return prompt.PromptContext(
+        query=query, lang=entry.lang,
+        machine=f"{machine_id} ({machine_model})" if machine_id else "",
+        code=entry.code, title=entry.title, severity=entry.severity, steps=entry.steps, safety=entry.safety,
+        history=history, passages=[code_passage(entry)],
+    )
+
+
+def record_answer(record: RepairRecord, entry: CodeEntry) -> dict[str, Any]:
+    """The target answer for a repair record (see the module docstring)."""
+    symptom = " ".join(record.symptom.split())
+    action = " ".join(record.action.split())
+    escalated = record.result == "escalated"
+    if entry.lang == "zh-TW":
+        fix = f"過去曾上報處理：{action}" if escalated else f"過去的修復方式：{action}"
+        summary = f"{entry.title}。" + (f"症狀：{symptom}。" if symptom else "") + fix
+    else:
+        fix = f"Escalated before: {action}" if escalated else f"Fixed before by: {action}"
+        summary = f"{entry.title}. " + (f"Symptom: {symptom}. " if symptom else "") + fix
+    parts = [shorten(p, 48) for p in _PART_SPLIT.split(record.parts.strip()) if p.strip()][:4]
+    return {
+        "summary": shorten(summary, 200),
+        "steps": [{"text": shorten(step, 160), "cites": [1]} for step in entry.steps[: prompt.MAX_STEPS]],
+        "safety": [shorten(note, 120) for note in entry.safety[:3]],
+        "parts": parts,
+        "escalate": escalated,
+    }
+
+
+def feedback_answer(answer: dict[str, Any]) -> dict[str, Any]:
+    """A confirmed answer, cut to the schema's limits, citations dropped."""
+    steps = [s for s in answer.get("steps", []) if isinstance(s, dict) and s.get("text")]
+    return {
+        "summary": shorten(str(answer.get("summary", "")), 200),
+        "steps": [{"text": shorten(str(s["text"]), 160), "cites": []} for s in steps[: prompt.MAX_STEPS]],
+        "safety": [shorten(str(n), 120) for n in answer.get("safety", [])[:3]],
+        "parts": [shorten(str(p), 48) for p in answer.get("parts", [])[:4]],
+        "escalate": bool(answer.get("escalate", False)),
+    }
+
+
+def build_examples(sources: Sources, *, scrub_names: bool = False) -> tuple[list[Example], Cleaned]:
+    """Clean the sources and lay out one example per kept record or confirmed answer."""
+    cleaned = Cleaned()
+    cleaned.records = clean_records(sources.records, cleaned.dropped)
+    cleaned.feedback = clean_feedback(sources.feedback, cleaned.dropped)
+    table = CodeTable(sources.codes)
+    scrub = NameScrubber([r.technician for r in sources.records] + [f.operator for f in sources.feedback]) \
+        if scrub_names else None
+    models = {r.machine_id: r.machine_model for r in sources.records if r.machine_id and r.machine_model}
+    by_key: dict[str, list[RepairRecord]] = {}
+    for record in cleaned.records:
+        by_key.setdefault(code_key(record.code), []).append(record)
+
+    def earlier(key: str, before: date) -> list[RepairRecord]:
+        rows = [r for r in by_key.get(key, []) if (parse_date(r.date) or before) < before]
+        return [scrub.record(r, detect_lang(r.symptom + r.action)) for r in rows] if scrub else rows
+
+    examples: list[Example] = []
+    for record in cleaned.records:
+        lang = detect_lang(record.symptom + record.action)
+        entry = table.pick(record.code, record.machine_model, lang)
+        if entry is None:
+            cleaned.dropped["code not in the code table"] += 1
+            continue
+        when = parse_date(record.date)
+        assert when is not None  # clean_records dropped undated rows
+        shown = scrub.record(record, lang) if scrub else record
+        query = f"{record.code} {' '.join(shown.symptom.split())}".strip()
+        ctx = context(entry, query, record.machine_id, record.machine_model or models.get(record.machine_id, ""),
+                      history_lines(earlier(entry.key, when), record.machine_id))
+        examples.append(Example(prompt.messages(ctx, record_answer(shown, entry)), when, entry.code, "record",
+                                f"{record.date} {record.machine_id} {record.code}"))
+    for item in cleaned.feedback:
+        examples.extend(_feedback_example(item, table, models, earlier, scrub, cleaned))
+    examples.sort(key=lambda e: (e.date, e.code, e.origin))
+    return examples, cleaned
+
+
+def _feedback_example(item: FeedbackItem, table: CodeTable, models: dict[str, str],
+                      earlier: Callable[[str, date], list[RepairRecord]], scrub: NameScrubber | None,
+                      cleaned: Cleaned) -> list[Example]:
+    entry = table.pick(item.code, models.get(item.machine_id, ""), item.lang) if item.code else None
+    if entry is None or item.answer is None:
+        cleaned.dropped["feedback without a known code (symptom queries need their passages)"] += 1
+        return []
+    when = parse_date(item.created)
+    assert when is not None
+    shown = scrub.feedback(item) if scrub else item
+    ctx = context(entry, shown.query, item.machine_id, models.get(item.machine_id, ""),
+                  history_lines(earlier(entry.key, when), item.machine_id))
+    return [Example(prompt.messages(ctx, feedback_answer(item.answer)), when, entry.code, "feedback",
+                    f"feedback {item.feedback_id} (audit {item.audit_id})")]
+
+
+def split_by_months(examples: list[Example], holdout_months: int) -> tuple[list[Example], list[Example], str]:
+    """Hold out the latest `holdout_months` calendar months; returns (train, eval, first held-out month)."""
+    if holdout_months <= 0 or not examples:
+        return examples, [], ""
+    latest = max(e.date for e in examples)
+    index = latest.year * 12 + latest.month - 1 - (holdout_months - 1)
+    start = date(index // 12, index % 12 + 1, 1)
+    train = [e for e in examples if e.date < start]
+    held = [e for e in examples if e.date >= start]
+    return train, held, start.isoformat()
+
+
+def llama_tokenizer(gguf: Path) -> Tokenizer:
+    """Token counts with the base GGUF's own tokenizer (llama.cpp, vocabulary only)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    return lambda text: len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+
+def build_dataset(sources: Sources, out: Path, *, holdout_months: int = 1, scrub_names: bool = False,
+                  tokenizer: Tokenizer | None = None) -> Summary:
+    """Write `train.jsonl`, `eval.jsonl` and `summary.json` into `out`; return the summary."""
+    examples, cleaned = build_examples(sources, scrub_names=scrub_names)
+    train, held, start = split_by_months(examples, holdout_months)
+    summary = Summary(
+        rows_read=len(sources.records) + len(sources.feedback), kept=len(examples), train=len(train),
+        eval=len(held), dropped=dict(cleaned.dropped.most_common()), eval_from=start,
+        codes=dict(Counter(e.code for e in examples).most_common()), warnings=list(sources.warnings),
+        system_prompt_sha256=hashlib.sha256(prompt.SYSTEM_PROMPT.encode("utf-8")).hexdigest(),
+    )
+    if tokenizer is not None and examples:
+        counts = sorted(tokenizer(prompt.chatml(e.messages, add_generation_prompt=False)) for e in examples)
+        summary.tokens = {"total": sum(counts), "mean": round(sum(counts) / len(counts)), "max": counts[-1],
+                          "p95": counts[min(len(counts) - 1, int(0.95 * len(counts)))]}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", train), ("eval", held)):
+        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+            for example in rows:
+                handle.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
+    return summary
+
+
+def format_summary(summary: Summary) -> str:
+    """The printed summary: rows kept and dropped and why, split, codes, tokens."""
+    lines = [f"rows read: {summary.rows_read}; examples kept: {summary.kept} "
+             f"(train {summary.train}, eval {summary.eval}"
+             + (f" from {summary.eval_from}" if summary.eval_from else "") + ")"]
+    if summary.dropped:
+        lines.append("dropped:")
+        lines.extend(f"  {count:5d}  {reason}" for reason, count in summary.dropped.items())
+    lines.append(f"codes covered: {len(summary.codes)}"
+                 + (" (" + ", ".join(f"{c} {n}" for c, n in list(summary.codes.items())[:12])
+                    + (", ..." if len(summary.codes) > 12 else "") + ")" if summary.codes else ""))
+    if summary.tokens:
+        t = summary.tokens
+        lines.append(f"tokens: {t['total']} in all; per example mean {t['mean']}, p95 {t['p95']}, max {t['max']}")
+    lines.extend(f"warning: {w}" for w in summary.warnings[:20])
+    return "\n".join(lines)
+
+
+def read_jsonl(path: Path) -> list[list[dict[str, str]]]:
+    """The message lists of a dataset file."""
+    chats = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            chats.append(json.loads(line)["messages"])
+    return chats
