@@ -14,11 +14,27 @@ from models.registry import load_registry
 
 
 def make_backend(settings: Settings, *, adapter: bool = True) -> LLMBackend:
-    """The configured LLM backend over the registry's (or the configured) model.
+    """The configured LLM backend: in-process llama.cpp over the registry's (or the configured) model,
+    an OpenAI-compatible server (`openai`) or Ollama (`ollama`).
 
     `adapter=False` loads the base alone (evaluation compares with and without the adapter).
     """
     model = settings.model
+    if model.backend == "openai":
+        from appliance.llm.openai_server import OpenAIServerBackend
+
+        return OpenAIServerBackend(
+            model.server_url, model.server_model, api_key=model.api_key, timeout_s=model.timeout_s,
+            connect_timeout_s=model.connect_timeout_s, retries=model.retries, backoff_s=model.retry_backoff_s,
+            response_format=model.response_format,
+        )
+    if model.backend == "ollama":
+        from appliance.llm.ollama import OllamaBackend
+
+        return OllamaBackend(
+            model.server_url, model.server_model, n_ctx=model.n_ctx, timeout_s=model.timeout_s,
+            connect_timeout_s=model.connect_timeout_s, retries=model.retries, backoff_s=model.retry_backoff_s,
+        )
     registry = load_registry(paths.models_toml())
     base = registry.base()
     if model.path is not None:
@@ -40,8 +56,20 @@ def make_backend(settings: Settings, *, adapter: bool = True) -> LLMBackend:
     raise ModelError(f"model.backend = {model.backend!r} is not available in this build")
 
 
+def configure_chroma(settings: Settings) -> None:
+    """Point every vector index of this process at the configured place (embedded files or a server)."""
+    from kb.search import dense
+
+    chroma = settings.chroma
+    if chroma.mode == "server":
+        dense.configure(dense.ChromaServer(chroma.host, chroma.port, chroma.collection_prefix, chroma.timeout_s))
+    else:
+        dense.configure(None)
+
+
 def make_engine(settings: Settings, *, with_opstore: bool = True) -> Engine:
     paths.ensure_state()
+    configure_chroma(settings)
     embedder = None
     if settings.retrieval.dense:
         embedder = SentenceTransformerEmbedder(settings.retrieval.embedding_model)

@@ -41,7 +41,7 @@ def complete_json(text: str) -> Any | None:
     attempts.extend(text[:pos] + closers for pos, closers in reversed(cuts[-3:]))
     for attempt in attempts:
         try:
-            return json.loads(attempt)
+            return json.loads(attempt, strict=False)
         except ValueError:
             continue
     return None
