@@ -50,7 +50,9 @@ def rewrite_checksums(folder: Path) -> None:
     lines = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "SHA256SUMS"):
         lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.relative_to(folder).as_posix()}")
-    (folder / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    sums = folder / "SHA256SUMS"
+    sums.unlink()  # it may be a hard link into the original folder
+    sums.write_text("\n".join(lines) + "\n")
 
 
 def linked_copy(folder: Path, dest: Path) -> Path:
