@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: setup run ask test lint typecheck bench sample-kb clean
+.PHONY: setup run ask test lint typecheck bench sample-kb installer clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,9 @@ typecheck: $(STAMP)
 
 bench: sample-kb
 	$(BIN)/python -m bench
+
+installer: $(STAMP)
+	./installer/build --out dist/shifu-install --force
 
 clean:
 	rm -rf $(VENV) .shifu

@@ -25,6 +25,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from appliance.config import Settings
 from appliance.engine import Engine
 from appliance.engine.types import CodeFound, Done, Event, Failed, PassagesFound, Query
+from appliance.sdnotify import notify, watchdog_interval
 from appliance.ui.alarm_watcher import AlarmWatcher
 from appliance.ui.labels import label, other_lang
 from appliance.ui.messages import AlarmsArrived
@@ -133,6 +134,11 @@ class KioskApp(App[None]):
         self.query_one("#query", Input).focus()
         self.query_one(StatusBar).ports = serial_ports(self.settings)
         self.warm()
+        # Under systemd: ready once the screen is up; a frozen UI stops the watchdog pings.
+        notify("READY=1")
+        interval = watchdog_interval()
+        if interval is not None:
+            self.set_interval(interval, lambda: notify("WATCHDOG=1"))
         if self.watch_alarms and self.engine.opstore is not None:
             self.watcher = AlarmWatcher(
                 self.engine.opstore.path,
