@@ -69,7 +69,18 @@ class ModelSettings(Section):
     server_model: str = "shifu"
     """Model name sent to a server backend."""
     timeout_s: float = Field(default=60.0, gt=0)
-    """Per-request timeout for server backends."""
+    """Per-request timeout for server backends (also the longest pause between two streamed pieces)."""
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    """How long a server backend waits to connect before it counts the server as down."""
+    retries: int = Field(default=2, ge=0, le=10)
+    """Extra attempts when a server backend cannot be reached or answers 429/5xx before streaming starts."""
+    retry_backoff_s: float = Field(default=0.5, ge=0, le=30)
+    """First pause between attempts; doubled after each failed attempt."""
+    api_key: str = ""
+    """Bearer token sent to the `openai` backend's server (vLLM `--api-key`); empty sends none."""
+    response_format: Literal["json_object", "json_schema"] = "json_object"
+    """How the `openai` backend passes the answer schema: `json_object` with a `schema` member (llama.cpp
+    servers) or `json_schema` (vLLM and other OpenAI-style servers)."""
 
 
 class RetrievalSettings(Section):
@@ -144,6 +155,36 @@ class BundleSettings(Section):
     """Deepest folder nesting inside a bundle."""
 
 
+class ServeSettings(Section):
+    """`shifu serve`: the engine over HTTP for kiosks on other terminals and the plant's MES."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on; anything but loopback needs `token`."""
+    port: int = Field(default=8765, ge=1, le=65535)
+    """TCP port to listen on."""
+    token: str = ""
+    """Bearer token every /v1 request must carry (`Authorization: Bearer ...`); required off loopback."""
+    max_body_bytes: int = Field(default=65536, ge=1024)
+    """Largest request body accepted; bigger requests are refused with 413."""
+    warm: bool = True
+    """Load the KB and the model when the server starts instead of on the first question."""
+
+
+class ChromaSettings(Section):
+    """Where the vector index lives: embedded files per KB version, or a Chroma server."""
+
+    mode: Literal["embedded", "server"] = "embedded"
+    """`embedded`: a Chroma directory inside each KB version; `server`: a Chroma server (`chroma run`)."""
+    host: str = "127.0.0.1"
+    """Chroma server address (server mode)."""
+    port: int = Field(default=8000, ge=1, le=65535)
+    """Chroma server port (server mode)."""
+    collection_prefix: str = Field(default="shifu", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,30}$")
+    """Prefix of the collection names; each KB version gets its own collection."""
+    timeout_s: float = Field(default=5.0, gt=0)
+    """How long to wait for the Chroma server before search falls back to full-text only."""
+
+
 class Settings(BaseSettings):
     """All of Shifu's configuration."""
 
@@ -161,6 +202,8 @@ class Settings(BaseSettings):
     serial: SerialSettings = SerialSettings()
     audit: AuditSettings = AuditSettings()
     bundle: BundleSettings = BundleSettings()
+    serve: ServeSettings = ServeSettings()
+    chroma: ChromaSettings = ChromaSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -190,7 +190,7 @@ def _write_db(db_path: Path, data: _Collected, version: int, embed_model: str) -
     db = connect(db_path, synchronous="FULL")
     migrate(db, MIGRATIONS)
     with db.conn:
-        db["codes"].insert_all(
+        db.table("codes").insert_all(
             {
                 "code": c.code, "key": c.key, "title": c.title, "steps": json.dumps(list(c.steps), ensure_ascii=False),
                 "safety": json.dumps(list(c.safety), ensure_ascii=False), "severity": c.severity,
@@ -200,20 +200,20 @@ def _write_db(db_path: Path, data: _Collected, version: int, embed_model: str) -
         )
         from kb.normalize import code_key
 
-        db["records"].insert_all(
+        db.table("records").insert_all(
             {**r.__dict__, "key": code_key(r.code)} for r in data.records
         )
         machines = dict(data.machines)
         for record in data.records:  # without a machines table, the inventory comes from the records
             if record.machine_id and record.machine_id not in machines:
                 machines[record.machine_id] = {"machine_id": record.machine_id, "machine_model": record.machine_model}
-        db["machines"].insert_all(
+        db.table("machines").insert_all(
             {"machine_id": m["machine_id"], "machine_model": m.get("machine_model", ""),
              "line": m.get("line", ""), "location": m.get("location", "")}
             for m in machines.values()
         )
-        db["documents"].insert_all(data.documents)
-        db["chunks"].insert_all(
+        db.table("documents").insert_all(data.documents)
+        db.table("chunks").insert_all(
             {"id": c.id, "source": c.source, "section": c.section, "page": c.page, "lang": c.lang,
              "kind": c.kind, "ordinal": c.ordinal, "text": c.text}
             for c in data.chunks
@@ -226,7 +226,7 @@ def _write_db(db_path: Path, data: _Collected, version: int, embed_model: str) -
             "version": str(version), "name": " + ".join(data.names), "embedding_model": embed_model,
             "codes": str(len(data.codes)), "chunks": str(len(data.chunks)),
         }
-        db["meta"].insert_all(({"key": k, "value": v} for k, v in meta.items()), replace=True)
+        db.table("meta").insert_all(({"key": k, "value": v} for k, v in meta.items()), replace=True)
     db.conn.close()
 
 

@@ -90,8 +90,8 @@ class SentenceTransformerEmbedder(Embedder):
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
 
-                hf_logging.set_verbosity_error()
-                hf_logging.disable_progress_bar()
+                hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+                hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
                 self._model = SentenceTransformer(str(self.model_dir), device="cpu", local_files_only=True)
                 getter = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension

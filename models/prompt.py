@@ -66,7 +66,7 @@ def answer_schema(n_passages: int) -> dict[str, Any]:
 
     llama.cpp's grammar then makes citing a passage that was not retrieved impossible.
     """
-    schema = json.loads(json.dumps(ANSWER_SCHEMA))
+    schema: dict[str, Any] = json.loads(json.dumps(ANSWER_SCHEMA))
     cites = schema["properties"]["steps"]["items"]["properties"]["cites"]
     if n_passages <= 0:
         cites["maxItems"] = 0

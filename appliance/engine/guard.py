@@ -111,7 +111,7 @@ def guard(raw: str, passages: list[Passage], lang: str, trusted: str = "") -> Gu
             ident = valid_numbers[number]
             if ident not in cited_ids:
                 cited_ids.append(ident)
-    generated = {
+    generated: dict[str, Any] = {
         "summary": str(data.get("summary", "") or "").strip(),
         "steps": steps,
         "safety": _strings(data.get("safety"), 2),

@@ -84,7 +84,7 @@ def score_item(item: dict[str, Any], answer: dict[str, Any], diagnostics: dict[s
 
     procedure_exact: bool | None = None
     if reference and kind in {"code", "variant", "injection"}:
-        procedure_exact = bool(code) and list(code["steps"]) == reference
+        procedure_exact = code is not None and list(code["steps"]) == reference
     gen_steps = [s["text"] for s in (generated or {}).get("steps", [])]
     recall: float | None = step_recall(reference, gen_steps) if reference and generated is not None else None
 

@@ -124,7 +124,7 @@ class LlamaCppBackend(LLMBackend):
         return self._llm
 
     def grammar(self, schema: dict[str, Any]) -> Any:
-        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import LlamaGrammar
 
         text = json.dumps(schema)  # property order is kept: summary streams first
         if text not in self._grammars:

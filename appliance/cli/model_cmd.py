@@ -1,0 +1,205 @@
+"""`shifu data build` and `shifu model finetune|export|list|verify|activate`: the learning loop (engineer side).
+
+Training libraries load only inside `finetune` (models.finetune, the `finetune` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _registry_path() -> Path:
+    from appliance import paths
+
+    paths.ensure_state()
+    return paths.models_toml()
+
+
+def _hash_cache() -> Path:
+    from appliance import paths
+
+    return paths.state_dir() / "hashes.json"
+
+
+@click.group()
+def data() -> None:
+    """Training data: repair records and kiosk feedback -> chat JSONL."""
+
+
+@data.command("build")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for train.jsonl, eval.jsonl and summary.json.")
+@click.option("--codes", "codes", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Code table file or KB source folder (when INPUTS hold only records or exports).")
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Mapping file for record/code files in another layout (same format as kb.toml).")
+@click.option("--holdout-months", default=1, show_default=True, type=click.IntRange(0, 120),
+              help="Hold out the latest N calendar months as the evaluation split.")
+@click.option("--scrub-names", is_flag=True, help="Replace technician and operator names in the text.")
+@click.option("--tokenizer", "tokenizer_gguf", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="GGUF whose tokenizer counts tokens (default: the registry's active base).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def data_build(inputs: tuple[Path, ...], out: Path, codes: tuple[Path, ...], mapping: Path | None,
+               holdout_months: int, scrub_names: bool, tokenizer_gguf: Path | None, as_json: bool) -> None:
+    """Build chat JSONL from repair records (CSV/XLSX, KB source folders) and `shifu export` folders."""
+    from kb.errors import ModelError
+    from models.dataset import build_dataset, format_summary, llama_tokenizer
+    from models.dataset_sources import read_sources
+    from models.registry import load_registry
+
+    sources = read_sources(list(inputs), codes=list(codes), mapping=mapping)
+    if not sources.codes:
+        raise click.UsageError("no code table found: give a KB source folder or --codes FILE")
+    tokenizer = None
+    try:
+        gguf = tokenizer_gguf or load_registry(_registry_path()).base().path
+        tokenizer = llama_tokenizer(gguf)
+    except ModelError as error:
+        click.echo(f"warning: tokens not counted: {error}", err=True)
+    summary = build_dataset(sources, out, holdout_months=holdout_months, scrub_names=scrub_names,
+                            tokenizer=tokenizer)
+    if as_json:
+        click.echo(json.dumps(summary.to_json(), ensure_ascii=False, indent=2))
+    else:
+        click.echo(format_summary(summary))
+        click.echo(f"written: {out / 'train.jsonl'}, {out / 'eval.jsonl'}")
+    if not summary.train:
+        sys.exit(1)
+
+
+@click.group()
+def model() -> None:
+    """Models: fine-tune, export to GGUF, and the registry (list, verify, activate)."""
+
+
+@model.command("finetune")
+@click.argument("recipe")
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder written by `shifu data build`.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the adapter, its loss curve and shifu_adapter.json.")
+@click.option("--steps", type=click.IntRange(1), default=None, help="Override the recipe's max_steps.")
+def model_finetune(recipe: str, data_dir: Path, out: Path, steps: int | None) -> None:
+    """Train a LoRA adapter. RECIPE: a TOML file or a name from models/recipes (embedded-cpu)."""
+    try:
+        from models.finetune import finetune
+        from models.finetune.recipe import load_recipe
+    except ImportError as error:
+        raise click.ClickException(f"{error}; install the training extra: pip install '.[finetune]'") from error
+    spec = load_recipe(recipe)
+    if steps is not None:
+        spec = spec.model_copy(update={"train": spec.train.model_copy(update={"max_steps": steps})})
+    meta = finetune(spec, data_dir, out, progress=lambda line: click.echo(line, err=True))
+    click.echo(f"adapter: {out}  (loss {meta.extra.get('first_loss', 0):.3f} -> {meta.final_loss}, "
+               f"{meta.train_seconds}s); loss curve: {out / 'loss.png'}")
+
+
+@model.command("export")
+@click.argument("adapter_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), help="GGUF file to write.")
+@click.option("--dtype", type=click.Choice(["f16", "f32"]), default=None, help="Tensor type (default: recipe's).")
+@click.option("--base", "base", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The base GGUF the adapter runs on (default: the one it was trained from).")
+@click.option("--id", "ident", default=None, help="Registry id (default: the file name without .gguf).")
+@click.option("--register", is_flag=True, help="Add the adapter to the model registry.")
+@click.option("--activate", "activate_it", is_flag=True, help="With --register: also make it the active adapter.")
+@click.option("--ollama", is_flag=True, help="Also write an Ollama Modelfile next to the adapter.")
+def model_export(adapter_dir: Path, out: Path | None, dtype: str | None, base: Path | None, ident: str | None,
+                 register: bool, activate_it: bool, ollama: bool) -> None:
+    """Write a trained adapter as a GGUF LoRA adapter for llama.cpp."""
+    from dataclasses import replace
+
+    from models.adapter_meta import read_meta
+    from models.export import export_adapter, write_modelfile
+    from models.registry import ModelEntry, activate, file_sha256, load_registry, save_registry, upsert
+
+    meta = read_meta(adapter_dir)
+    if base is not None:
+        meta = replace(meta, base_gguf=str(base.resolve()), base_sha256=file_sha256(base))
+    result = export_adapter(adapter_dir, out, dtype=dtype, meta=meta)
+    click.echo(f"{result.path}: {result.tensors} tensors, rank {result.rank}, alpha {result.alpha:g}, "
+               f"{result.permuted} q/k tensors permuted for {meta.architecture}")
+    if ollama:
+        if not meta.base_gguf:
+            raise click.UsageError("--ollama needs the base GGUF: pass --base FILE")
+        click.echo(f"Ollama Modelfile: {write_modelfile(result.path.resolve(), Path(meta.base_gguf))}")
+    if register:
+        if not meta.base_sha256:
+            raise click.UsageError("the adapter does not know its base's sha256: pass --base FILE")
+        path = _registry_path()
+        registry = load_registry(path)
+        entry = ModelEntry(id=ident or result.path.stem, path=result.path.resolve(), kind="adapter",
+                           sha256=file_sha256(result.path), base_sha256=meta.base_sha256, n_ctx=meta.n_ctx,
+                           chat_template="chatml", quantization=dtype or str(meta.extra.get("export_dtype", "f16")),
+                           architecture=meta.architecture)
+        upsert(registry, entry)
+        for notice in activate(registry, entry.id, _hash_cache()) if activate_it else []:
+            click.echo(notice)
+        save_registry(registry, path)
+        click.echo(f"registered adapter {entry.id}" + (" (active)" if activate_it else ""))
+
+
+@model.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def model_list(as_json: bool) -> None:
+    """Bases and adapters in the registry, with hashes; the active pair is marked."""
+    from models.registry import load_registry
+
+    registry = load_registry(_registry_path())
+    rows: list[dict[str, Any]] = []
+    for entry in registry.bases + registry.adapters:
+        active = entry.id in (registry.active_base if entry.kind == "base" else registry.active_adapter,)
+        rows.append({"id": entry.id, "kind": entry.kind, "active": active, "path": str(entry.path),
+                     "sha256": entry.sha256, "base_sha256": entry.base_sha256, "n_ctx": entry.n_ctx,
+                     "chat_template": entry.chat_template, "quantization": entry.quantization,
+                     "architecture": entry.architecture})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        mark = "*" if row["active"] else " "
+        extra = f" base {row['base_sha256'][:12]}" if row["kind"] == "adapter" else ""
+        click.echo(f"{mark} {row['kind']:7} {row['id']:32} {row['quantization'] or '-':6} "
+                   f"sha256 {(row['sha256'] or '(not recorded)')[:12]}{extra}  {row['path']}")
+
+
+@model.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def model_verify(as_json: bool) -> None:
+    """Check every registered file: present, GGUF, hash as recorded, adapter's base registered."""
+    from models.registry import load_registry, verify_registry
+
+    checks = verify_registry(load_registry(_registry_path()), _hash_cache())
+    if as_json:
+        click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        for check in checks:
+            click.echo(f"{'ok ' if check.ok else 'BAD'} {check.kind:7} {check.id:32} {check.detail}")
+    sys.exit(0 if all(c.ok for c in checks) else 1)
+
+
+@model.command("activate")
+@click.argument("ident")
+def model_activate(ident: str) -> None:
+    """Make base or adapter IDENT active (an adapter brings its base); `none` turns the adapter off."""
+    from models.registry import EMBEDDED_ID, activate, load_registry, save_registry
+
+    path = _registry_path()
+    registry = load_registry(path)
+    for notice in activate(registry, ident, _hash_cache()):
+        click.echo(notice)
+    save_registry(registry, path)
+    adapter = f" + adapter {registry.active_adapter}" if registry.active_adapter else ""
+    click.echo(f"active: {registry.active_base}{adapter}"
+               + ("" if registry.active_base != EMBEDDED_ID else " (embedded)"))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(data)
+    cli.add_command(model)

@@ -1,0 +1,411 @@
+"""`shifu serve`: the engine over HTTP for kiosks on other terminals and the plant's MES.
+
+A thin shell over one Engine (one model, one priority queue) built by `make_server_app`:
+
+- `POST /v1/ask` `{query, lang, machine}` -> the `shifu ask --json` object, or the engine's
+  events as server-sent events when the client sends `Accept: text/event-stream`
+  (see `appliance.server.events`); a client that goes away cancels its answer;
+- `GET /v1/codes/{code}` the code table row (404 with near misses when unknown);
+- `POST /v1/alarms` an alarm from a machine or the MES; `GET /v1/alarms` newest first;
+- `POST /v1/feedback` Fixed / Not fixed / Call technician for an answered query;
+- `GET /v1/status` KB, model and database state (what the kiosk's status bar shows);
+- `GET /healthz` liveness for systemd and monitoring (no token needed);
+- `/openapi.json` and `/docs`.
+
+Input errors are 400 (unacceptable query: empty, too long, control characters) or 422
+(malformed body) with the reason; an oversized body is 413; a missing KB or database is
+503. With `serve.token` set, every /v1 request needs `Authorization: Bearer TOKEN`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from copy import deepcopy
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from appliance.config import Settings
+from appliance.engine.engine import Engine
+from appliance.engine.types import Done, Event
+from appliance.engine.types import Query as EngineQuery
+from appliance.server import events
+from appliance.store.opstore import VERDICTS, OpStore
+from kb.errors import InputError, KBError, ShifuError
+from kb.normalize import code_key
+
+Lang = Literal["zh-TW", "en"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AskRequest(Strict):
+    """A question: an error code, an alarm line or a symptom."""
+
+    query: str = Field(description="As typed or scanned, e.g. `E-203`, `error:9`, `belt squeals on start`.")
+    lang: Lang | None = Field(default=None, description="Answer language; the server's default when empty.")
+    machine: str = Field(default="", max_length=64, description="Machine id; picks the machine model's procedure.")
+    no_llm: bool = Field(default=False, description="Standard procedure, history and sources only (`--no-llm`).")
+
+
+class AlarmIn(Strict):
+    """An alarm a machine raised (pushed by a gateway or the MES instead of a serial line)."""
+
+    machine_id: str = Field(max_length=64, description="Machine that raised the alarm.")
+    code: str = Field(min_length=1, max_length=64, description="Alarm or error code, e.g. `A01`, `ALARM:9`.")
+    message: str = Field(default="", max_length=500, description="Text the machine sent with the code.")
+    raw: str = Field(default="", max_length=1000, description="The original line, if any.")
+
+
+class AlarmCreated(Strict):
+    id: int
+    normalized: str
+
+
+class FeedbackIn(Strict):
+    """The operator's verdict on an answer (the `audit_id` of the answer object)."""
+
+    audit_id: int = Field(ge=1, le=2**62, description="`audit_id` of the answer.")
+    verdict: Literal["fixed", "not_fixed", "call_technician"]
+    operator: str = Field(default="", max_length=64, description="Operator or shift id, if signed in.")
+
+
+class FeedbackCreated(Strict):
+    id: int
+
+
+class Problem(BaseModel):
+    detail: str = Field(description="What was wrong and what to do.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    kb_version: int | None
+    model: str = Field(description="loading | ready | failed | disabled")
+
+
+class CodeLookup(BaseModel):
+    query: str
+    normalized: str | None
+    code: dict[str, Any] | None = Field(description="The matched row (answer schema `code`), or null.")
+    candidates: list[dict[str, Any]]
+    suggestions: list[str]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "missing or wrong bearer token"},
+    413: {"model": Problem, "description": "request body too large"},
+    503: {"model": Problem, "description": "no knowledge base or operational database available"},
+}
+
+
+def _answer_schema() -> dict[str, Any]:
+    text = resources.files("appliance").joinpath("schemas/answer.schema.json").read_text(encoding="utf-8")
+    return dict(json.loads(text))
+
+
+def _openapi_components(schema: dict[str, Any]) -> dict[str, Any]:
+    """The answer JSON Schema as OpenAPI components (its $defs become Answer_<name>)."""
+    schema = deepcopy(schema)
+    defs = schema.pop("$defs", {})
+    for key in ("$schema", "$id"):
+        schema.pop(key, None)
+    text = json.dumps({"Answer": schema, **{f"Answer_{k}": v for k, v in defs.items()}})
+    text = re.sub(r'"#/\$defs/([A-Za-z0-9_]+)"', r'"#/components/schemas/Answer_\1"', text)
+    return dict(json.loads(text))
+
+
+class ModelState:
+    """What /healthz says about the model: set by the warm-up and by answers."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.state = "disabled" if not engine.settings.model.enabled else "loading"
+        self.error = ""
+        self.lock = threading.Lock()
+
+    def warm(self) -> None:
+        error = self.engine.warm()
+        with self.lock:
+            if not self.engine.settings.model.enabled:
+                self.state = "disabled"
+            elif getattr(self.engine, "_backend", None) is not None:
+                self.state, self.error = "ready", ""
+            else:
+                self.state, self.error = "failed", error or "model not loaded"
+
+    def info(self) -> dict[str, Any] | None:
+        backend = getattr(self.engine, "_backend", None)
+        if backend is None:
+            return None
+        try:
+            data = backend.info().to_json()
+        except ShifuError:
+            return None
+        self.state = "ready"
+        return dict(data)
+
+
+def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = None) -> FastAPI:
+    """The HTTP app over `engine`; `warm` loads KB and model at start (default from `serve.warm`)."""
+    model_state = ModelState(engine)
+    do_warm = settings.serve.warm if warm is None else warm
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if do_warm:
+            threading.Thread(target=model_state.warm, name="shifu-serve-warm", daemon=True).start()
+        yield
+
+    app = FastAPI(
+        title="Shifu",
+        version="1",
+        summary="Offline troubleshooting for the factory floor: codes, procedures, repair history, cited answers.",
+        lifespan=lifespan,
+    )
+    bearer = HTTPBearer(auto_error=False, description="`serve.token` from the configuration")
+    token = settings.serve.token
+
+    def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if not token:
+            return
+        given = credentials.credentials if credentials is not None else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token (Authorization: Bearer ...)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    limit = settings.serve.max_body_bytes
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            return JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(InputError)
+    async def input_error(_request: Request, error: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=400)
+
+    @app.exception_handler(ShifuError)
+    async def shifu_error(_request: Request, error: ShifuError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=503)
+
+    def opstore() -> OpStore:
+        if engine.opstore is None:
+            raise HTTPException(503, "no operational database on this server")
+        return engine.opstore
+
+    guarded = [Depends(authorize)]
+
+    # -- health --------------------------------------------------------------------------
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> Health:
+        """Liveness: the server runs; which KB version is active; whether the model is ready."""
+        current = None
+        try:
+            current = engine.versions.current()
+        except (ShifuError, OSError):
+            pass
+        model_state.info()
+        return Health(status="ok", kb_version=current, model=model_state.state)
+
+    @app.get("/v1/status", dependencies=guarded, tags=["health"], responses={401: ERRORS[401]})
+    def status() -> dict[str, Any]:
+        """The KB (version, name, counts, versions), the model (state, ids, hashes) and database counts."""
+        kb: dict[str, Any] = {"version": None, "name": "", "counts": {}, "versions": [], "error": ""}
+        try:
+            kbase = engine.kb()
+            kb.update(version=kbase.version, name=str(kbase.meta.get("name", "")), counts=kbase.counts(),
+                      versions=list(engine.versions.versions()))
+        except ShifuError as error:
+            kb["error"] = str(error)
+        counts: dict[str, Any] = {}
+        if engine.opstore is not None:
+            for table in ("audit", "feedback", "alarms"):
+                counts[table] = engine.opstore.rows(f"SELECT count(*) AS n FROM {table}")[0]["n"]  # noqa: S608
+        info = model_state.info()
+        return {"kb": kb, "model": {"state": model_state.state, "error": model_state.error, "info": info},
+                "opstore": counts}
+
+    # -- ask -----------------------------------------------------------------------------
+    ask_responses: dict[int | str, dict[str, Any]] = {
+        200: {
+            "description": "The answer object (application/json), or the engine's events (text/event-stream).",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Answer"}},
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
+        },
+        400: {"model": Problem, "description": "unacceptable query (empty, too long, control characters)"},
+        **ERRORS,
+    }
+
+    @app.post("/v1/ask", dependencies=guarded, responses=ask_responses, tags=["answers"],
+              response_class=JSONResponse)
+    async def ask(body: AskRequest, request: Request) -> Any:
+        """Answer a code or a symptom: standard procedure, repair history, sources and the model's answer."""
+        query = EngineQuery(text=body.query, machine_id=body.machine, source="http",
+                            lang=body.lang or settings.general.lang)
+        stream = engine.stream(query, use_model=not body.no_llm)
+        # The first step validates the input: a bad query is a 400 before any event is sent.
+        first = await run_in_threadpool(_next, stream)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return StreamingResponse(_sse(stream, first), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        answer = await run_in_threadpool(_finish, stream, first)
+        return JSONResponse(answer)
+
+    # -- codes ---------------------------------------------------------------------------
+    @app.get("/v1/codes/{code}", dependencies=guarded, response_model=CodeLookup, tags=["codes"],
+             responses={404: {"model": CodeLookup, "description": "not in the code table (see suggestions)"},
+                        400: {"model": Problem, "description": "not a code"}, **ERRORS})
+    def lookup(
+        code: Annotated[str, Path(max_length=64, description="The code as typed: `E-203`, `ｅ２０３`, `error:9`.")],
+        machine: Annotated[str, Query(max_length=64, description="Machine id (picks its model's row).")] = "",
+        lang: Annotated[Lang | None, Query(description="Preferred language of the row.")] = None,
+    ) -> Any:
+        """The code table row for a code, as in the answer object; 404 with near misses when unknown."""
+        if code_key(code) is None:
+            raise InputError(f"{code!r} is not a code (letters, digits, dashes and colons)")
+        kbase = engine.kb()
+        machine_model = kbase.machine_model(machine) if machine else ""
+        found = kbase.lookup(code, machine_model=machine_model, lang=lang or settings.general.lang)
+        result = CodeLookup(
+            query=code, normalized=found.key, code=found.entry.to_json() if found.entry else None,
+            candidates=[c.to_json() for c in found.candidates], suggestions=list(found.suggestions),
+        )
+        if found.entry is None:
+            return JSONResponse(result.model_dump(), status_code=404)
+        return result
+
+    # -- alarms --------------------------------------------------------------------------
+    @app.post("/v1/alarms", dependencies=guarded, status_code=201, response_model=AlarmCreated, tags=["alarms"],
+              responses={400: {"model": Problem, "description": "not a code"}, **ERRORS})
+    def add_alarm(alarm: AlarmIn) -> AlarmCreated:
+        """Store an alarm (it appears on every kiosk's alarm list); nothing acknowledged is lost."""
+        normalized = code_key(alarm.code)
+        if normalized is None:
+            raise InputError(f"{alarm.code!r} is not a code (letters, digits, dashes and colons)")
+        ident = opstore().add_alarm(port="http", machine_id=alarm.machine_id, raw=alarm.raw or alarm.code,
+                                    code=alarm.code, normalized=normalized, message=alarm.message)
+        return AlarmCreated(id=ident, normalized=normalized)
+
+    @app.get("/v1/alarms", dependencies=guarded, tags=["alarms"], responses=ERRORS)
+    def list_alarms(
+        limit: Annotated[int, Query(ge=1, le=500, description="Most rows to return.")] = 50,
+        after_id: Annotated[int, Query(ge=0, le=2**62, description="Only alarms with a larger id.")] = 0,
+        lang: Annotated[Lang | None, Query(description="Language of the code titles.")] = None,
+    ) -> list[dict[str, Any]]:
+        """Alarms newest first, with the code's severity and title from the active KB."""
+        rows = opstore().alarms(limit=limit, after_id=after_id)
+        try:
+            kbase = engine.kb()
+        except ShifuError:
+            kbase = None
+        for row in rows:
+            row["severity"], row["title"] = "", ""
+            if kbase is not None and row.get("code"):
+                try:
+                    model = kbase.machine_model(str(row.get("machine_id") or ""))
+                    entry = kbase.lookup(str(row["code"]), machine_model=model,
+                                         lang=lang or settings.general.lang).entry
+                except ShifuError:
+                    entry = None
+                if entry is not None:
+                    row["severity"], row["title"] = entry.severity, entry.title
+        return rows
+
+    # -- feedback ------------------------------------------------------------------------
+    @app.post("/v1/feedback", dependencies=guarded, status_code=201, response_model=FeedbackCreated,
+              tags=["answers"], responses={404: {"model": Problem, "description": "no such answer"}, **ERRORS})
+    def feedback(item: FeedbackIn) -> FeedbackCreated:
+        """Record the operator's verdict on an answer (for the technicians and the next training round)."""
+        store = opstore()
+        if not store.rows("SELECT id FROM audit WHERE id = ?", [item.audit_id]):
+            raise HTTPException(404, f"no answer with audit_id {item.audit_id}")
+        assert item.verdict in VERDICTS
+        return FeedbackCreated(id=store.add_feedback(item.audit_id, item.verdict, item.operator))
+
+    components = _openapi_components(_answer_schema())
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                                 description=__doc__, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+_END = object()
+
+
+def _next(stream: Iterator[Event]) -> Event | None:
+    return next(stream, None)
+
+
+def _finish(stream: Iterator[Event], first: Event | None) -> dict[str, Any]:
+    final = first if isinstance(first, Done) else None
+    for event in stream:
+        if isinstance(event, Done):
+            final = event
+    if final is None:
+        raise KBError("the engine ended without an answer")
+    return final.answer.to_json()
+
+
+async def _sse(stream: Iterator[Event], first: Event | None) -> AsyncIterator[str]:
+    """Pump the engine's (blocking) stream in a thread; a disconnect stops it between two events.
+
+    The engine's generator is only ever advanced and closed by the pump thread, so closing
+    it (which writes the audit row and releases the model) never races a running step.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def pump() -> None:
+        try:
+            if first is not None:
+                loop.call_soon_threadsafe(queue.put_nowait, events.encode(first))
+            for event in stream:
+                if cancelled.is_set():
+                    break
+                loop.call_soon_threadsafe(queue.put_nowait, events.encode(event))
+        except Exception as error:  # the client learns about it; the server keeps serving
+            loop.call_soon_threadsafe(queue.put_nowait, events.encode_error(str(error)))
+        finally:
+            stream.close()  # type: ignore[attr-defined]
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+            except RuntimeError:  # the loop is gone (server shutting down)
+                pass
+
+    threading.Thread(target=pump, name="shifu-serve-sse", daemon=True).start()
+    try:
+        while True:
+            item = await queue.get()
+            if item is _END:
+                return
+            yield str(item)
+    finally:
+        cancelled.set()
