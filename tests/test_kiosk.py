@@ -168,7 +168,7 @@ async def test_steps_visible_before_first_model_token(engine: Engine, llm_backen
             assert A01_STEP_ZH in shown["procedure"]
             assert "上鎖掛牌後才可伸手進入滾筒區" in shown["procedure"]  # safety note
             assert "清除卡在尾輪的異物" in shown["history"]  # most frequent fix
-            assert "[1] cv200.csv" in shown["sources"]
+            assert "cv200_conveyor_manual.md" in shown["sources"] and "cv200.csv" in shown["sources"]
             assert view(app).state.raw == ""
             assert "AI 說明產生中" in shown["generated"]
             gated.abort.set()
@@ -231,8 +231,10 @@ async def test_new_scan_cancels_running_stream(engine: Engine) -> None:
         assert scripted.streams == 2 and scripted.finished == 1
         assert view(app).state.query == "A02"
         assert A01_STEP_ZH not in view(app).shown["procedure"]
-        queries = [r["query"] for r in engine.opstore.rows("SELECT query FROM audit")]  # type: ignore[union-attr]
-        assert queries == ["A02"]  # the cancelled answer never finished
+        rows = engine.opstore.rows("SELECT query, notices FROM audit ORDER BY id")  # type: ignore[union-attr]
+        # Both are audited (feedback needs a row); the cancelled one says so and holds no answer.
+        assert [r["query"] for r in rows] == ["A01", "A02"]
+        assert "cancelled" in rows[0]["notices"] and "cancelled" not in rows[1]["notices"]
 
 
 # -- kiosk mode ----------------------------------------------------------------------------
