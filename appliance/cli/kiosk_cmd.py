@@ -100,11 +100,16 @@ def register(cli: click.Group) -> None:
 
 def remote_app(config: Any, remote: Any, *, kiosk_mode: bool | None = None, **kwargs: Any) -> Any:
     """The kiosk over a RemoteEngine: alarms come from the server's `GET /v1/alarms`."""
+    from pathlib import Path
+
     from appliance.engine.remote import AlarmFeed
+    from appliance.ui import app as ui_app
     from appliance.ui.app import KioskApp
     from appliance.ui.messages import AlarmsArrived
 
     class RemoteKioskApp(KioskApp):
+        CSS_PATH = str(Path(ui_app.__file__).with_name(str(KioskApp.CSS_PATH)))  # relative to the UI, not here
+
         def on_mount(self) -> None:
             # Textual runs KioskApp.on_mount too; with watch_alarms=False it starts no local watcher.
             feed = AlarmFeed(remote, lambda rows: self.post_message(AlarmsArrived(rows)),

@@ -105,7 +105,11 @@ class CodeLookup(BaseModel):
     suggestions: list[str]
 
 
+BEARER = HTTPBearer(auto_error=False, description="`serve.token` from the configuration")
+"""Module level: FastAPI resolves the (postponed) annotations of the endpoints in this module's globals."""
+
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "bad input (for example a body that is not UTF-8 JSON)"},
     401: {"model": Problem, "description": "missing or wrong bearer token"},
     413: {"model": Problem, "description": "request body too large"},
     503: {"model": Problem, "description": "no knowledge base or operational database available"},
@@ -176,10 +180,9 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
         summary="Offline troubleshooting for the factory floor: codes, procedures, repair history, cited answers.",
         lifespan=lifespan,
     )
-    bearer = HTTPBearer(auto_error=False, description="`serve.token` from the configuration")
     token = settings.serve.token
 
-    def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
         if not token:
             return
         given = credentials.credentials if credentials is not None else ""
@@ -223,7 +226,7 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
         model_state.info()
         return Health(status="ok", kb_version=current, model=model_state.state)
 
-    @app.get("/v1/status", dependencies=guarded, tags=["health"], responses={401: ERRORS[401]})
+    @app.get("/v1/status", dependencies=guarded, tags=["health"], responses=ERRORS)
     def status() -> dict[str, Any]:
         """The KB (version, name, counts, versions), the model (state, ids, hashes) and database counts."""
         kb: dict[str, Any] = {"version": None, "name": "", "counts": {}, "versions": [], "error": ""}
@@ -250,8 +253,8 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
                 "text/event-stream": {"schema": {"type": "string"}},
             },
         },
-        400: {"model": Problem, "description": "unacceptable query (empty, too long, control characters)"},
         **ERRORS,
+        400: {"model": Problem, "description": "unacceptable query (empty, too long, control characters)"},
     }
 
     @app.post("/v1/ask", dependencies=guarded, responses=ask_responses, tags=["answers"],
@@ -271,15 +274,15 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
 
     # -- codes ---------------------------------------------------------------------------
     @app.get("/v1/codes/{code}", dependencies=guarded, response_model=CodeLookup, tags=["codes"],
-             responses={404: {"model": CodeLookup, "description": "not in the code table (see suggestions)"},
-                        400: {"model": Problem, "description": "not a code"}, **ERRORS})
+             responses={**ERRORS, 404: {"model": CodeLookup, "description": "not in the code table (see suggestions)"},
+                        400: {"model": Problem, "description": "not a code"}})
     def lookup(
         code: Annotated[str, Path(max_length=64, description="The code as typed: `E-203`, `ｅ２０３`, `error:9`.")],
         machine: Annotated[str, Query(max_length=64, description="Machine id (picks its model's row).")] = "",
         lang: Annotated[Lang | None, Query(description="Preferred language of the row.")] = None,
     ) -> Any:
         """The code table row for a code, as in the answer object; 404 with near misses when unknown."""
-        if code_key(code) is None:
+        if not code_key(code):
             raise InputError(f"{code!r} is not a code (letters, digits, dashes and colons)")
         kbase = engine.kb()
         machine_model = kbase.machine_model(machine) if machine else ""
@@ -294,11 +297,11 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
 
     # -- alarms --------------------------------------------------------------------------
     @app.post("/v1/alarms", dependencies=guarded, status_code=201, response_model=AlarmCreated, tags=["alarms"],
-              responses={400: {"model": Problem, "description": "not a code"}, **ERRORS})
+              responses={**ERRORS, 400: {"model": Problem, "description": "not a code"}})
     def add_alarm(alarm: AlarmIn) -> AlarmCreated:
         """Store an alarm (it appears on every kiosk's alarm list); nothing acknowledged is lost."""
         normalized = code_key(alarm.code)
-        if normalized is None:
+        if not normalized:
             raise InputError(f"{alarm.code!r} is not a code (letters, digits, dashes and colons)")
         ident = opstore().add_alarm(port="http", machine_id=alarm.machine_id, raw=alarm.raw or alarm.code,
                                     code=alarm.code, normalized=normalized, message=alarm.message)
@@ -331,7 +334,7 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
 
     # -- feedback ------------------------------------------------------------------------
     @app.post("/v1/feedback", dependencies=guarded, status_code=201, response_model=FeedbackCreated,
-              tags=["answers"], responses={404: {"model": Problem, "description": "no such answer"}, **ERRORS})
+              tags=["answers"], responses={**ERRORS, 404: {"model": Problem, "description": "no such answer"}})
     def feedback(item: FeedbackIn) -> FeedbackCreated:
         """Record the operator's verdict on an answer (for the technicians and the next training round)."""
         store = opstore()
