@@ -27,8 +27,11 @@ class ShifuGroup(click.Group):
 
 def settings() -> Any:
     from appliance.config import load_settings
+    from appliance.engine.factory import configure_chroma
 
-    return load_settings()
+    config = load_settings()
+    configure_chroma(config)
+    return config
 
 
 @click.group(cls=ShifuGroup, context_settings={"help_option_names": ["-h", "--help"]})

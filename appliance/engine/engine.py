@@ -259,6 +259,8 @@ class Engine:
             machine_model,
             answer.lang,
             answer.kb_version,
+            info.get("backend"),
+            info.get("base"),
             info.get("base_sha256"),
             info.get("adapter_sha256"),
             hashlib.sha256(prompt.SYSTEM_PROMPT.encode()).hexdigest()[:16],
