@@ -163,9 +163,8 @@ class Bench:
             answer = self.engine.answer(self.query(text), use_model=False)
             ctx = self.engine.prompt_context(answer, answer.code, self.engine.kb().machine_model(answer.machine_id))
             tokens = raw.tokenize(prompt.chatml(prompt.messages(ctx)).encode(), add_bos=False, special=True)
-            schema = prompt.answer_schema(len(answer.passages))
+            schema = prompt.answer_schema(len(ctx.passages))
             grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-            max_tokens = max(self.settings.model.max_tokens, prompt.grammar_token_bound(schema))
             # Same state on both sides: the system prefix is cached from the previous query.
             t, s, n = self._engine_run(text, limit=DECODE_TOKENS)
             engine_ttft.append(t)
