@@ -97,6 +97,8 @@ def _read_source_folder(folder: Path, mapping_file: Path | None, out: Sources, *
             continue
         role = mapping.role_for(relative)
         rule = mapping.rule_for(relative)
+        if codes_only and role is None:
+            role = "codes"  # a folder given with --codes holds code tables
         if role == "codes":
             entries = read_codes(path, path.name, rule, mapping.default_lang)
             check_collisions(entries)

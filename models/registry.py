@@ -167,6 +167,8 @@ def save_registry(registry: Registry, path: Path) -> None:
     lines = [f"active_base = {_toml_value(registry.active_base)}", f"active_adapter = {_toml_value(registry.active_adapter)}", ""]
     for table, entries in (("bases", registry.bases), ("adapters", registry.adapters)):
         for entry in entries:
+            if entry.id == EMBEDDED_ID and not entry.sha256:
+                continue  # located anew on every load (its path depends on the installation)
             lines.append(f"[[{table}]]")
             for name in ("id", "path", "sha256", "base_sha256", "n_ctx", "chat_template", "quantization", "architecture"):
                 value = getattr(entry, name)
@@ -183,3 +185,98 @@ def with_hash(entry: ModelEntry, cache_file: Path | None = None) -> ModelEntry:
     if entry.sha256:
         return entry
     return replace(entry, sha256=file_sha256(entry.path, cache_file))
+
+
+def upsert(registry: Registry, entry: ModelEntry) -> None:
+    """Add an entry, replacing one with the same id."""
+    entries = registry.adapters if entry.kind == "adapter" else registry.bases
+    entries[:] = [e for e in entries if e.id != entry.id] + [entry]
+
+
+def base_for(registry: Registry, adapter: ModelEntry, cache_file: Path | None = None) -> ModelEntry | None:
+    """The registered base whose file hash is the one the adapter was trained on."""
+    for base in registry.bases:
+        if not base.path.exists():
+            continue
+        if (base.sha256 or file_sha256(base.path, cache_file)) == adapter.base_sha256:
+            return base
+    return None
+
+
+def activate(registry: Registry, ident: str, cache_file: Path | None = None) -> list[str]:
+    """Make a base or an adapter active; returns notices. `none` deactivates the adapter.
+
+    Activating an adapter also activates the base it was trained on; activating a base
+    deactivates an adapter that belongs to another base.
+    """
+    notices: list[str] = []
+    if ident == "none":
+        registry.active_adapter = ""
+        return ["no adapter is active; the base model answers alone"]
+    bases = {b.id: b for b in registry.bases}
+    adapters = {a.id: a for a in registry.adapters}
+    if ident in bases:
+        registry.active_base = ident
+        current = adapters.get(registry.active_adapter)
+        if current is not None:
+            base_sha = bases[ident].sha256 or file_sha256(bases[ident].path, cache_file)
+            if current.base_sha256 and current.base_sha256 != base_sha:
+                registry.active_adapter = ""
+                notices.append(f"adapter {current.id} belongs to another base and was deactivated")
+        return notices
+    if ident in adapters:
+        adapter = adapters[ident]
+        base = base_for(registry, adapter, cache_file)
+        if base is None:
+            raise ModelError(f"adapter {ident} was trained for a base (sha256 {adapter.base_sha256[:12]}...) "
+                             "that is not in the registry; import that base first")
+        if base.id != registry.active_base:
+            notices.append(f"base {base.id} activated too (the adapter was trained on it)")
+        registry.active_base, registry.active_adapter = base.id, ident
+        return notices
+    raise ModelError(f"'{ident}' is neither a base nor an adapter in the registry; see `shifu model list`")
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    kind: str
+    ok: bool
+    detail: str
+
+
+def verify_registry(registry: Registry, cache_file: Path | None = None) -> list[Check]:
+    """Every file present, a GGUF, matching its recorded sha256; every adapter's base registered."""
+    checks: list[Check] = []
+    hashes: dict[str, str] = {}
+    for entry in registry.bases + registry.adapters:
+        if not entry.path.exists():
+            checks.append(Check(entry.id, entry.kind, False, f"{entry.path} is missing"))
+            continue
+        with open(entry.path, "rb") as handle:
+            if handle.read(4) != b"GGUF":
+                checks.append(Check(entry.id, entry.kind, False, f"{entry.path} is not a GGUF file"))
+                continue
+        sha = file_sha256(entry.path, cache_file)
+        hashes[entry.id] = sha
+        if entry.sha256 and entry.sha256 != sha:
+            checks.append(Check(entry.id, entry.kind, False, f"sha256 {sha[:12]} does not match the registry's "
+                                                             f"{entry.sha256[:12]}; the file is corrupt or replaced"))
+            continue
+        detail = f"sha256 {sha[:16]}"
+        if entry.kind == "adapter":
+            owners = [b.id for b in registry.bases if hashes.get(b.id) == entry.base_sha256]
+            if not entry.base_sha256:
+                checks.append(Check(entry.id, entry.kind, False, "records no base sha256; re-export it"))
+                continue
+            if not owners:
+                checks.append(Check(entry.id, entry.kind, False,
+                                    f"its base (sha256 {entry.base_sha256[:12]}) is not in the registry"))
+                continue
+            detail += f", base {owners[0]}"
+        checks.append(Check(entry.id, entry.kind, True, detail))
+    active = registry.adapter() if registry.active_adapter else None
+    if active is not None and hashes.get(registry.active_base) not in (None, active.base_sha256):
+        checks.append(Check(active.id, "adapter", False, f"active adapter does not belong to the active base "
+                                                         f"{registry.active_base}"))
+    return checks

@@ -121,6 +121,12 @@ def model_export(adapter_dir: Path, out: Path | None, dtype: str | None, base: P
 
     meta = read_meta(adapter_dir)
     if base is not None:
+        from models.gguf_info import read_info
+
+        info = read_info(base)
+        if info.architecture != meta.architecture or info.n_layer != meta.n_layer:
+            raise click.UsageError(f"{base.name} is a {info.architecture} model with {info.n_layer} layers; the "
+                                   f"adapter was trained on a {meta.architecture} model with {meta.n_layer}")
         meta = replace(meta, base_gguf=str(base.resolve()), base_sha256=file_sha256(base))
     result = export_adapter(adapter_dir, out, dtype=dtype, meta=meta)
     click.echo(f"{result.path}: {result.tensors} tensors, rank {result.rank}, alpha {result.alpha:g}, "
@@ -166,7 +172,7 @@ def model_list(as_json: bool) -> None:
         mark = "*" if row["active"] else " "
         extra = f" base {row['base_sha256'][:12]}" if row["kind"] == "adapter" else ""
         click.echo(f"{mark} {row['kind']:7} {row['id']:32} {row['quantization'] or '-':6} "
-                   f"sha256 {(row['sha256'] or '(not recorded)')[:12]}{extra}  {row['path']}")
+                   f"sha256 {(row['sha256'] or '-')[:12]:12}{extra}  {row['path']}")
 
 
 @model.command("verify")

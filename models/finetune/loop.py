@@ -112,7 +112,7 @@ def train(model: Any, items: list[Tokenized], spec: TrainSpec, *, pad_id: int, d
                     random.shuffle(order)
                 batch.append(order.pop())
             loss = answer_loss(model, _batch(batch, pad_id, device)) / spec.grad_accum
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             step_loss += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
         optimizer.step()

@@ -58,28 +58,28 @@ class BaseSpec(BaseModel):
 class LoraSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rank: int = Field(8, ge=1, le=256)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    rank: int = Field(default=8, ge=1, le=256)
+    alpha: int = Field(default=16, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
 class TrainSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    learning_rate: float = Field(2e-4, gt=0)
-    max_steps: int = Field(0, ge=0)
-    epochs: float = Field(1.0, gt=0)
-    seq_len: int = Field(2048, ge=32)
-    batch_size: int = Field(1, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    max_steps: int = Field(default=0, ge=0)
+    epochs: float = Field(default=1.0, gt=0)
+    seq_len: int = Field(default=2048, ge=32)
+    batch_size: int = Field(default=1, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    warmup_steps: int = Field(default=0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
     seed: int = 1234
-    threads: int = Field(0, ge=0)
+    threads: int = Field(default=0, ge=0)
     """CPU threads for torch; 0 = all cores."""
-    eval_examples: int = Field(32, ge=0)
+    eval_examples: int = Field(default=32, ge=0)
     """How many evaluation examples the final evaluation loss is measured on."""
 
 
@@ -95,10 +95,10 @@ class Recipe(BaseModel):
     name: str
     backend: Literal["peft", "unsloth"] = "peft"
     description: str = ""
-    base: BaseSpec = Field(default_factory=BaseSpec)
-    lora: LoraSpec = Field(default_factory=LoraSpec)
-    train: TrainSpec = Field(default_factory=TrainSpec)
-    export: ExportSpec = Field(default_factory=ExportSpec)
+    base: BaseSpec = Field(default_factory=lambda: BaseSpec())
+    lora: LoraSpec = Field(default_factory=lambda: LoraSpec())
+    train: TrainSpec = Field(default_factory=lambda: TrainSpec())
+    export: ExportSpec = Field(default_factory=lambda: ExportSpec())
     source: str = ""
     """The recipe file it was read from (filled in when loaded)."""
 
