@@ -465,10 +465,10 @@ def test_set_pin_command_stores_salted_hash(home: Any) -> None:
     assert short.exit_code == 2
 
 
-def test_kiosk_engine_url_not_supported_yet(home: Any) -> None:
+def test_kiosk_engine_url_must_be_http(home: Any) -> None:
     from click.testing import CliRunner
 
     from appliance.cli.main import cli
 
-    result = CliRunner().invoke(cli, ["kiosk", "--engine", "http://box:8000"])
-    assert result.exit_code == 2 and "not supported yet" in result.output
+    result = CliRunner().invoke(cli, ["kiosk", "--engine", "box:8000"])
+    assert result.exit_code == 2 and "http://" in result.output
