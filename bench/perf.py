@@ -137,8 +137,10 @@ class Bench:
         started = time.perf_counter()
         first = last = 0.0
         count = 0
-        for piece in llm.create_completion(tokens, max_tokens=max_tokens, temperature=0.0, grammar=grammar,
-                                           stream=True, stop=["<|im_end|>"]):
+        # The engine's sampling settings, so both sides decode the same tokens.
+        for piece in llm.create_completion(tokens, max_tokens=max_tokens, temperature=self.settings.model.temperature,
+                                           repeat_penalty=self.settings.model.repeat_penalty, seed=self.settings.model.seed,
+                                           grammar=grammar, stream=True, stop=["<|im_end|>"]):
             if piece["choices"][0].get("text"):
                 now = time.perf_counter()
                 if count == 0:
