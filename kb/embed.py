@@ -59,6 +59,50 @@ class Embedder(ABC):
     def embed(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
         """One float32 row per text, L2-normalised."""
 
+    def embed_query(self, text: str) -> np.ndarray:
+        """One query's vector, remembered: operators scan the same codes all day.
+
+        The model is deterministic, so a remembered vector is exactly the one it would compute;
+        the memory is per embedder (per model), bounded, and shared by threads.
+        """
+        memo = self.__dict__.get("_query_memo")
+        if memo is None:
+            memo = self.__dict__.setdefault("_query_memo", _QueryMemo(QUERY_MEMO_SIZE))
+        vector = memo.get(text)
+        if vector is None:
+            vector = self.embed([text])[0]
+            vector.setflags(write=False)
+            memo.put(text, vector)
+        return vector
+
+
+QUERY_MEMO_SIZE = 512
+
+
+class _QueryMemo:
+    """A small thread-safe LRU of query vectors."""
+
+    def __init__(self, size: int) -> None:
+        from collections import OrderedDict
+
+        self.size = size
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> np.ndarray | None:
+        with self._lock:
+            vector = self._items.get(text)
+            if vector is not None:
+                self._items.move_to_end(text)
+            return vector
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        with self._lock:
+            self._items[text] = vector
+            self._items.move_to_end(text)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
 
 class SentenceTransformerEmbedder(Embedder):
     """A sentence-transformers model loaded from a local directory, lazily, once."""

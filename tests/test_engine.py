@@ -119,6 +119,32 @@ def test_repeated_query_comes_from_the_cache(engine) -> None:
     second = engine.answer(Query("a 05", machine_id="CV-02", lang="en"))
     assert not first.cached and second.cached
     assert second.generated == first.generated
+    # The cached answer cites passage numbers: both spellings must have retrieved the same passages.
+    assert [p.id for p in second.passages] == [p.id for p in first.passages]
+    assert [p.id for p in engine.answer(Query("Ａ０５", lang="en"), use_model=False).passages] == \
+        [p.id for p in first.passages]
+
+
+def test_query_vectors_are_remembered_exactly(embedder) -> None:
+    import numpy as np
+
+    calls = []
+    original = embedder.embed
+
+    def counting(texts, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(list(texts))
+        return original(texts, **kwargs)
+
+    embedder.embed = counting
+    try:
+        text = "belt slips when the line starts 輸送帶打滑"
+        first = embedder.embed_query(text)
+        again = embedder.embed_query(text)
+        assert calls == [[text]]
+        assert again is first and not first.flags.writeable
+        assert np.allclose(first, original([text])[0], atol=1e-6)
+    finally:
+        del embedder.embed
 
 
 def test_input_errors(engine) -> None:

@@ -214,7 +214,10 @@ class Engine:
             if not self.settings.retrieval.enabled:
                 raise _Skip
             extra = f"{entry.code} {entry.title} {entry.description}" if entry else ""
-            result = kb.search(normalize_text(text), self.settings.retrieval.top_k, extra=extra)
+            # A bare code in any spelling ("a 09", "Ａ０９") searches as the table writes it, so
+            # every spelling gets the same passages, and a cached answer's citations stay right.
+            search_text = entry.code if entry is not None and code_key(text) == entry.key else normalize_text(text)
+            result = kb.search(search_text, self.settings.retrieval.top_k, extra=extra)
             answer.passages = result.passages
             answer.notices.extend(result.notices)
         except _Skip:

@@ -77,7 +77,7 @@ class HybridSearcher:
             rankings["trigram"] = fts_rank(self.conn, "chunks_tri", trigram_query(text), self.depth)
         if mode in {"hybrid", "dense"} and self.dense is not None and self.embedder is not None:
             try:
-                vector = self.embedder.embed([text])[0]
+                vector = self.embedder.embed_query(text)
                 hits = self.dense.query(vector, self.depth)
                 rankings["dense"] = [i for i, _ in hits]
                 self._similarity = dict(hits)
