@@ -65,9 +65,10 @@ class Embedder(ABC):
         The model is deterministic, so a remembered vector is exactly the one it would compute;
         the memory is per embedder (per model), bounded, and shared by threads.
         """
-        memo = self.__dict__.get("_query_memo")
+        memo: _QueryMemo | None = self.__dict__.get("_query_memo")
         if memo is None:
             memo = self.__dict__.setdefault("_query_memo", _QueryMemo(QUERY_MEMO_SIZE))
+            assert memo is not None
         vector = memo.get(text)
         if vector is None:
             vector = self.embed([text])[0]
