@@ -345,6 +345,49 @@ def test_adapter_answers_trained_prompts_and_registry_refuses_another_base(
     assert load_registry(home / "models.toml").active_adapter == ""
 
 
+def test_signed_bundle_carries_the_adapter_to_an_appliance(trained: dict[str, Path], kb_home: Path,
+                                                           tmp_path: Path) -> None:
+    """Engineer: export + sign; appliance: import activates it, answers load it, the audit names both hashes."""
+    import sqlite3
+
+    from appliance import paths
+    from models.registry import embedded_model_path, file_sha256, load_registry
+
+    adapter = trained["root"] / "press-bundle.gguf"
+    assert cli("model", "export", str(trained["adapter"]), "--out", str(adapter), "--dtype", "f16",
+               "--base", str(embedded_model_path())).exit_code == 0
+    keys = tmp_path / "engineer-keys"
+    assert cli("bundle", "keygen", "--out", str(keys), "--name", "plant").exit_code == 0
+    base_sha = file_sha256(embedded_model_path())
+    built = cli("bundle", "build", "--adapter", str(adapter), "--adapter-base", base_sha, "--activate-model",
+                "--model-label", "press 2026-12", "--out", str(tmp_path / "usb" / "bundle"),
+                "--sign", str(keys / "plant.key"))
+    assert built.exit_code == 0, built.output
+
+    # Not trusted yet: refused, nothing registered.
+    refused = cli("bundle", "import", str(tmp_path / "usb" / "bundle"))
+    assert refused.exit_code != 0
+    assert not paths.models_toml().exists() or "press-bundle" not in paths.models_toml().read_text()
+    paths.keys_dir().mkdir(parents=True, exist_ok=True)
+    (paths.keys_dir() / "plant.pub").write_bytes((keys / "plant.pub").read_bytes())
+    imported = cli("bundle", "import", str(tmp_path / "usb" / "bundle"))
+    assert imported.exit_code == 0, imported.output
+    assert "* adapter press-bundle" in cli("model", "list").output
+
+    answer = cli("ask", "A01", "--json")
+    assert answer.exit_code == 0, answer.output
+    body = json.loads(answer.stdout)
+    assert body["model_available"] is True
+    installed = load_registry(paths.models_toml()).adapter()
+    assert installed is not None and installed.path.resolve().is_relative_to(kb_home.resolve())
+    assert body["model"]["adapter"] == "press-bundle"
+    assert body["model"]["adapter_sha256"] == file_sha256(adapter) == file_sha256(installed.path)
+    assert body["model"]["base_sha256"] == base_sha
+    with sqlite3.connect(paths.ops_db()) as db:
+        row = db.execute("SELECT model_sha256, adapter_sha256 FROM audit ORDER BY rowid DESC LIMIT 1").fetchone()
+    assert row == (base_sha, file_sha256(adapter))
+
+
 @pytest.mark.gpu
 def test_unsloth_backend_trains_on_cuda(trained: dict[str, Path], tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
