@@ -76,6 +76,10 @@ class Embedder(ABC):
             memo.put(text, vector)
         return vector
 
+    def forget_queries(self) -> None:
+        """Drop remembered query vectors (benchmarks measure the embedding every time)."""
+        self.__dict__.pop("_query_memo", None)
+
 
 QUERY_MEMO_SIZE = 512
 

@@ -153,3 +153,57 @@ def test_input_errors(engine) -> None:
     for bad in ["", "   ", "x" * 5000, "A0\x071", "E-203\x1b[2J"]:
         with pytest.raises(InputError):
             engine.answer(Query(bad))
+
+
+class RecordingBackend:
+    """The real backend, with a log of each generation: who asked, tokens given, how it ended."""
+
+    def __init__(self, real) -> None:  # type: ignore[no-untyped-def]
+        self.real = real
+        self.calls: list[dict[str, object]] = []
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.real, name)
+
+    def stream(self, messages, options):  # type: ignore[no-untyped-def]
+        call: dict[str, object] = {"background": options.interrupt is not None, "tokens": 0}
+        self.calls.append(call)
+        for piece in self.real.stream(messages, options):
+            call["tokens"] = int(call["tokens"]) + 1  # type: ignore[call-overload]
+            yield piece
+        call["finish"] = self.real.last_stats().finish_reason
+
+
+def test_background_answer_gives_the_model_up_during_its_prompt(kb_home, settings, llm_backend, embedder) -> None:
+    """An operator arriving while an alarm's prompt is evaluated waits for one chunk, not the whole prompt."""
+    import threading
+    import time
+
+    from appliance import paths
+    from appliance.engine import Engine
+    from kb.versions import VersionStore
+
+    recorder = RecordingBackend(llm_backend)
+    engine = Engine(settings, VersionStore(paths.kb_dir()), backend_factory=lambda: recorder, embedder=embedder)
+    engine.use_cache = False
+    engine.warm()
+    done: dict[str, object] = {}
+    alarm = threading.Thread(target=lambda: done.setdefault(
+        "alarm", engine.answer(Query("E-207", machine_id="IM-02", lang="zh-TW", source="serial", priority=1))))
+    alarm.start()
+    deadline = time.monotonic() + 60
+    while not recorder.calls:  # the alarm's generation has begun: its prompt is being evaluated
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.3)
+    operator = engine.answer(Query("A02", machine_id="CV-01", lang="en"))
+    alarm.join(timeout=600)
+    background = [c for c in recorder.calls if c["background"]]
+    foreground = [c for c in recorder.calls if not c["background"]]
+    # The alarm's first attempt stopped inside its prompt (no token), the operator went next,
+    # and the alarm was then answered in full.
+    assert background[0] == {"background": True, "tokens": 0, "finish": "interrupted"}, recorder.calls
+    assert recorder.calls.index(foreground[0]) == 1
+    assert int(foreground[0]["tokens"]) > 0 and operator.model_available  # type: ignore[call-overload]
+    assert background[-1]["finish"] in {"stop", "length"} and int(background[-1]["tokens"]) > 0  # type: ignore[call-overload]
+    assert done["alarm"].model_available and done["alarm"].diagnostics["preempted"] >= 1  # type: ignore[attr-defined]

@@ -70,3 +70,11 @@ def test_kb_eval_prints_a_table(kb_home: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[1].split() == ["mode", "lang", "n", "recall@5", "MRR"]
     assert [line.split()[:2] for line in lines[2:5]] == [["fts", "all"], ["fts", "en"], ["fts", "zh-TW"]]
+
+
+def test_trigram_terms_are_chinese_runs_and_codes_only() -> None:
+    from kb.search.terms import trigram_query, word_query
+
+    assert trigram_query("spindle oil too hot") is None  # the word index answers Latin words
+    assert trigram_query("主軸過熱 AL-1002 spindle") == '"al-1002" OR "主軸過熱"'
+    assert word_query("spindle oil") == '"spindle" OR "oil"'

@@ -301,10 +301,20 @@ class Engine:
         )
         raw: list[str] = []
         background = query.priority > 0
+        operator_waiting = threading.Event()
+
+        def yield_to_operator() -> bool:
+            if self.gate.waiting(max_priority=query.priority - 1):
+                operator_waiting.set()
+            return operator_waiting.is_set()
+
+        if background:
+            options = options.model_copy(update={"interrupt": yield_to_operator})
         try:
             while True:
                 raw = []
                 preempted = False
+                operator_waiting.clear()
                 with self.gate.hold(query.priority):
                     mark("model_start")
                     stream = backend.stream(prompt.messages(ctx), options)
@@ -315,15 +325,16 @@ class Engine:
                             raw.append(piece)
                             if not background:
                                 yield Token(piece)
-                            elif self.gate.waiting(max_priority=query.priority - 1):
+                            elif yield_to_operator():
                                 # An operator is waiting: give the model up now and redo this
                                 # background answer afterwards (the prompt prefix stays cached).
-                                preempted = True
                                 break
                     finally:
                         close = getattr(stream, "close", None)
                         if close is not None:
                             close()
+                    # Also set when the backend stopped evaluating the prompt for the operator.
+                    preempted = operator_waiting.is_set()
                 if not preempted:
                     break
                 answer.diagnostics["preempted"] = int(answer.diagnostics.get("preempted", 0)) + 1

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class GenerateOptions(BaseModel):
@@ -21,6 +21,11 @@ class GenerateOptions(BaseModel):
     seed: int = 1234
     json_schema: dict[str, Any] | None = None
     stop: list[str] = []
+    # Background work only: asked between chunks of prompt evaluation; True gives the model up
+    # before the first token (finish_reason "interrupted"). Backends that cannot stop mid-prompt
+    # ignore it; the engine still preempts them between tokens.
+    interrupt: Callable[[], bool] | None = Field(default=None, exclude=True)
+    prefill_chunk: int = 64
 
 
 @dataclass

@@ -152,6 +152,9 @@ class LlamaCppBackend(LLMBackend):
                 common += 1
             self._stats = StreamStats(prompt_tokens=len(tokens), evaluated_prompt_tokens=len(tokens) - common)
             max_tokens = min(options.max_tokens, self.n_ctx - len(tokens) - 1)
+            if options.interrupt is not None and not self._prefill(llm, tokens, common, options):
+                self._stats.finish_reason = "interrupted"
+                return
             try:
                 pieces = llm.create_completion(
                     tokens,
@@ -176,6 +179,26 @@ class LlamaCppBackend(LLMBackend):
                 raise
             except Exception as error:
                 raise ModelError(f"generation failed: {error}") from error
+
+    @staticmethod
+    def _prefill(llm: Any, tokens: list[int], common: int, options: GenerateOptions) -> bool:
+        """Evaluate the prompt after the cached prefix in chunks, asking `interrupt` in between.
+
+        A background answer's prompt takes seconds on a CPU; evaluated in one call it would keep
+        an operator waiting that long. All but the last token are evaluated here; the completion
+        then finds them in the KV cache and evaluates only the last one. False: interrupted.
+        """
+        assert options.interrupt is not None
+        todo = tokens[common:-1]
+        if not todo:
+            return not options.interrupt()
+        llm.n_tokens = common  # eval() drops the KV cache after n_tokens first
+        step = max(8, options.prefill_chunk)
+        for start in range(0, len(todo), step):
+            if options.interrupt():
+                return False
+            llm.eval(todo[start:start + step])
+        return not options.interrupt()
 
     def last_stats(self) -> StreamStats:
         return self._stats
