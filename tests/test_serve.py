@@ -178,9 +178,17 @@ def test_code_lookup(client: Any) -> None:
     assert client.get("/v1/codes/%21%21").status_code == 400
 
 
-def test_alarms_in_and_out_and_feedback(client: Any) -> None:
+def test_alarms_in_and_out_and_feedback(client: Any, engine: Engine) -> None:
     created = client.post("/v1/alarms", json={"machine_id": "CV-01", "code": "a-01", "message": "OVERLOAD"})
     assert created.status_code == 201 and created.json()["normalized"] == "A01"
+    # Stored, and its answer prepared in the background as for a serial alarm.
+    assert created.json()["answer_status"] == "pending"
+    deadline = time.monotonic() + 240
+    while (row := client.get("/v1/alarms").json()[0])["answer_status"] != "ready":
+        assert row["answer_status"] == "pending" and time.monotonic() < deadline, row
+        time.sleep(0.1)
+    audit = engine.opstore.rows("SELECT * FROM audit WHERE id = ?", [row["audit_id"]])[0]
+    assert (audit["source"], audit["code"], audit["model_available"]) == ("http", "A01", 1)
     rows = client.get("/v1/alarms", params={"lang": "en"}).json()
     assert rows[0]["id"] == created.json()["id"] and rows[0]["title"] == "Drive motor overload"
     assert rows[0]["severity"] == "warning" and rows[0]["port"] == "http"

@@ -77,6 +77,7 @@ class _AnswerJob:
     code: str
     machine_id: str
     status: PortStatus | None
+    source: str = "serial"  # the audit row's source: serial, or http for alarms posted to `shifu serve`
 
 
 class SerialService:
@@ -106,7 +107,8 @@ class SerialService:
         self.on_answer = on_answer
         self.scans: queue.Queue[ScanEvent] = queue.Queue()
         cfg = settings.serial
-        self.readers = [PortReader(p, cfg, self.handle, opener=opener) for p in (ports or cfg.ports)]
+        chosen = cfg.ports if ports is None else ports  # [] : no ports (the HTTP server's alarms only)
+        self.readers = [PortReader(p, cfg, self.handle, opener=opener) for p in chosen]
         self._state = {
             id(r): _PortState(
                 DuplicateFilter(cfg.duplicate_window_s), TokenBucket(cfg.answers_per_minute, cfg.answer_burst)
@@ -256,6 +258,24 @@ class SerialService:
         except Exception:  # a listener's bug must not stop the line being read
             log.exception("serial listener failed")
 
+    def accept(self, port: str, machine_id: str, raw: str, code: str, normalized: str, message: str) -> AlarmEvent:
+        """An alarm that came another way (HTTP from a gateway or the MES), handled like a serial one:
+        stored first, then its answer queued for the background worker (throttled when the queue is full)."""
+        answer: str | None = None
+        if self.engine is not None:
+            answer = "throttled" if self._answers.full() else "pending"
+        with self.store.batch() as batch:
+            alarm_id = batch.insert(NewAlarm(port, machine_id, raw, code, normalized, message, answer))
+        if answer == "pending":
+            try:
+                self._answers.put_nowait(_AnswerJob(alarm_id, code, machine_id, None, source=port))
+            except queue.Full:
+                answer = "throttled"
+                self.store.set_answer(alarm_id, answer)
+        event = AlarmEvent(alarm_id, port, machine_id, code, normalized, message, answer_status=answer)
+        self._notify(self.on_alarm, event)
+        return event
+
     # -- background work ---------------------------------------------------------------------
     def _answer_loop(self) -> None:
         from appliance.engine.types import Query
@@ -269,7 +289,8 @@ class SerialService:
                 continue
             answer = None
             try:
-                query = Query(job.code, machine_id=job.machine_id, source="serial", lang=lang, priority=ANSWER_PRIORITY)
+                query = Query(job.code, machine_id=job.machine_id, source=job.source, lang=lang,
+                              priority=ANSWER_PRIORITY)
                 answer = self.engine.answer(query)
                 self.store.set_answer(job.alarm_id, "ready", answer.audit_id)
                 if job.status is not None:

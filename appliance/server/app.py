@@ -40,6 +40,8 @@ from appliance.config import Settings
 from appliance.engine.engine import Engine
 from appliance.engine.types import Done, Event
 from appliance.engine.types import Query as EngineQuery
+from appliance.serial.alarm_store import AlarmStore
+from appliance.serial.service import SerialService
 from appliance.server import events
 from appliance.store.opstore import VERDICTS, OpStore
 from kb.errors import InputError, KBError, ShifuError
@@ -73,6 +75,9 @@ class AlarmIn(Strict):
 class AlarmCreated(Strict):
     id: int
     normalized: str
+    answer_status: str | None = Field(
+        default=None, description="`pending`: its answer is being prepared in the background; `throttled`: "
+        "answered when opened; null: no model on this server.")
 
 
 class FeedbackIn(Strict):
@@ -167,12 +172,24 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
     """The HTTP app over `engine`; `warm` loads KB and model at start (default from `serve.warm`)."""
     model_state = ModelState(engine)
     do_warm = settings.serve.warm if warm is None else warm
+    alarm_service: SerialService | None = None
+    if engine.opstore is not None:
+        # No ports of its own: it stores posted alarms and prepares their answers in the
+        # background, behind the operators' questions, exactly as the serial service does.
+        alarm_service = SerialService(settings, AlarmStore(engine.opstore), engine=engine, ports=[],
+                                      write_status_file=False)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if do_warm:
             threading.Thread(target=model_state.warm, name="shifu-serve-warm", daemon=True).start()
-        yield
+        if alarm_service is not None:
+            alarm_service.start()
+        try:
+            yield
+        finally:
+            if alarm_service is not None:
+                alarm_service.stop()
 
     app = FastAPI(
         title="Shifu",
@@ -303,9 +320,11 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
         normalized = code_key(alarm.code)
         if not normalized:
             raise InputError(f"{alarm.code!r} is not a code (letters, digits, dashes and colons)")
-        ident = opstore().add_alarm(port="http", machine_id=alarm.machine_id, raw=alarm.raw or alarm.code,
-                                    code=alarm.code, normalized=normalized, message=alarm.message)
-        return AlarmCreated(id=ident, normalized=normalized)
+        opstore()
+        assert alarm_service is not None
+        event = alarm_service.accept("http", alarm.machine_id, alarm.raw or alarm.code, alarm.code, normalized,
+                                     alarm.message)
+        return AlarmCreated(id=event.id, normalized=normalized, answer_status=event.answer_status)
 
     @app.get("/v1/alarms", dependencies=guarded, tags=["alarms"], responses=ERRORS)
     def list_alarms(
