@@ -225,6 +225,39 @@ def test_upgrade_keeps_config_kb_and_audit_log(root: Path, folder: Path, workdir
     shutil.rmtree(newer)
 
 
+def test_upgrade_from_a_signed_software_bundle(root: Path, folder: Path, workdir: Path) -> None:
+    """A software bundle is verified with the appliance's trusted keys before anything is installed."""
+    key = folder.parent / f"{folder.name}.signing-key" / "shifu-installer.key"
+    if not key.exists():
+        pytest.skip("the installation folder was reused without its signing key")
+    newer = linked_copy(folder, workdir / "newer-bundle-src")
+    replace_json(newer / "build-info.json", build_id="29991231T000001Z")
+    rewrite_checksums(newer)
+    bundle = workdir / "software-bundle"
+    env = {**shifu_env(root), "SHIFU_HOME": str(workdir / "engineer"), "HOME": str(workdir / "engineer")}
+    run([str(Path(sys.executable).parent / "shifu"), "bundle", "build", "--software", str(newer), "--sign", str(key),
+         "--out", str(bundle)], env=env)
+    before = os.readlink(root / "opt/shifu")
+
+    tampered = linked_copy(bundle, workdir / "software-bundle-tampered")
+    info = tampered / "software" / "build-info.json"
+    text = info.read_text()
+    info.unlink()  # never write through the hard link into the good bundle
+    info.write_text(text.replace("29991231T000001Z", "29991231T000002Z"))
+    refused = run(offline([sys.executable, str(folder / "install"), "upgrade", "--bundle", str(tampered),
+                           "--root", str(root)]), check=False)
+    assert refused.returncode != 0 and "failed verification" in refused.stderr, refused.stderr[-2000:]
+    assert os.readlink(root / "opt/shifu") == before
+
+    result = run(offline([sys.executable, str(folder / "install"), "upgrade", "--bundle", str(bundle),
+                          "--root", str(root)]))
+    assert "bundle: signature and hashes verified" in result.stdout
+    assert os.readlink(root / "opt/shifu") == "shifu-releases/0.1.0-29991231T000001Z"
+    assert installed_shifu(root, "kb", "versions", "--json").returncode == 0
+    shutil.rmtree(newer)
+    shutil.rmtree(tampered)
+
+
 def test_units_verify_and_are_hardened(root: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if not analyze:
