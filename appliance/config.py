@@ -96,6 +96,9 @@ class RetrievalSettings(Section):
     """Local sentence-transformers model directory; empty means the bundled all-MiniLM-L6-v2."""
     reranker_model: Path | None = None
     """Local cross-encoder model directory to re-rank the fused passages (off when empty)."""
+    torch_threads: int = Field(default=1, ge=0, le=256)
+    """Threads torch may use in the answering process (0: torch's default). One query embeds as fast
+    on one thread, and idle torch worker threads spin on the cores llama.cpp needs for decoding."""
     dense_cjk: float = Field(default=0.0, ge=0.0, le=1.0)
     """Weight of the dense ranking for Chinese queries (0 with the English-only default embedder;
     set 1.0 with a multilingual embedding model)."""

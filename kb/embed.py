@@ -112,8 +112,9 @@ class _QueryMemo:
 class SentenceTransformerEmbedder(Embedder):
     """A sentence-transformers model loaded from a local directory, lazily, once."""
 
-    def __init__(self, model_dir: Path | None = None, batch_size: int = 64) -> None:
+    def __init__(self, model_dir: Path | None = None, batch_size: int = 64, torch_threads: int = 0) -> None:
         self.model_dir = Path(model_dir) if model_dir else default_model_dir()
+        self.torch_threads = torch_threads  # 0: torch's default; set once, when the model loads
         if not (self.model_dir / "modules.json").exists() and not (self.model_dir / "config.json").exists():
             raise KBError(f"{self.model_dir} is not a sentence-transformers model directory")
         self.batch_size = batch_size
@@ -138,6 +139,11 @@ class SentenceTransformerEmbedder(Embedder):
                 offline()
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
+
+                if self.torch_threads > 0:
+                    import torch
+
+                    torch.set_num_threads(self.torch_threads)
 
                 hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
                 hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

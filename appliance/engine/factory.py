@@ -72,7 +72,8 @@ def make_engine(settings: Settings, *, with_opstore: bool = True) -> Engine:
     configure_chroma(settings)
     embedder = None
     if settings.retrieval.dense:
-        embedder = SentenceTransformerEmbedder(settings.retrieval.embedding_model)
+        embedder = SentenceTransformerEmbedder(settings.retrieval.embedding_model,
+                                               torch_threads=settings.retrieval.torch_threads)
     return Engine(
         settings,
         VersionStore(paths.kb_dir()),
