@@ -17,7 +17,7 @@ export ANONYMIZED_TELEMETRY := False
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch (a plain `torch` would pull several GB of CUDA).

@@ -11,6 +11,7 @@ import hashlib
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,25 +61,9 @@ class Embedder(ABC):
         """One float32 row per text, L2-normalised."""
 
     def embed_query(self, text: str) -> np.ndarray:
-        """One query's vector, remembered: operators scan the same codes all day.
-
-        The model is deterministic, so a remembered vector is exactly the one it would compute;
-        the memory is per embedder (per model), bounded, and shared by threads.
-        """
-        memo: _QueryMemo | None = self.__dict__.get("_query_memo")
-        if memo is None:
-            memo = self.__dict__.setdefault("_query_memo", _QueryMemo(QUERY_MEMO_SIZE))
-            assert memo is not None
-        vector = memo.get(text)
-        if vector is None:
-            vector = self.embed([text])[0]
-            vector.setflags(write=False)
-            memo.put(text, vector)
+        """One query's vector."""
+        vector: np.ndarray = self.embed([text])[0]
         return vector
-
-    def forget_queries(self) -> None:
-        """Drop remembered query vectors (benchmarks measure the embedding every time)."""
-        self.__dict__.pop("_query_memo", None)
 
 
 QUERY_MEMO_SIZE = 512
@@ -88,8 +73,6 @@ class _QueryMemo:
     """A small thread-safe LRU of query vectors."""
 
     def __init__(self, size: int) -> None:
-        from collections import OrderedDict
-
         self.size = size
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -121,6 +104,7 @@ class SentenceTransformerEmbedder(Embedder):
         self.model_id = self._identify()
         self._model: Any = None
         self._lock = threading.Lock()
+        self._queries = _QueryMemo(QUERY_MEMO_SIZE)
         self.dim = 0
 
     def _identify(self) -> str:
@@ -167,3 +151,20 @@ class SentenceTransformerEmbedder(Embedder):
             convert_to_numpy=True,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """One query's vector, remembered: operators scan the same codes all day.
+
+        The model is deterministic, so a remembered vector is exactly the one it would compute;
+        the memory is bounded and shared by threads.
+        """
+        vector = self._queries.get(text)
+        if vector is None:
+            vector = self.embed([text])[0]
+            vector.setflags(write=False)
+            self._queries.put(text, vector)
+        return vector
+
+    def forget_queries(self) -> None:
+        """Drop remembered query vectors (benchmarks measure the embedding every time)."""
+        self._queries = _QueryMemo(QUERY_MEMO_SIZE)

@@ -267,6 +267,8 @@ class Engine:
             info.get("base_sha256"),
             info.get("adapter_sha256"),
             hashlib.sha256(prompt.SYSTEM_PROMPT.encode()).hexdigest()[:16],
+            # The answer cites passage numbers: it is only valid over the same passages.
+            [p.id for p in answer.passages],
             self.settings.retrieval.model_dump(mode="json"),
             self.settings.model.temperature,
         ]

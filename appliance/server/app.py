@@ -320,8 +320,8 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
         normalized = code_key(alarm.code)
         if not normalized:
             raise InputError(f"{alarm.code!r} is not a code (letters, digits, dashes and colons)")
-        opstore()
-        assert alarm_service is not None
+        if alarm_service is None:
+            raise HTTPException(503, "no operational database on this server")
         event = alarm_service.accept("http", alarm.machine_id, alarm.raw or alarm.code, alarm.code, normalized,
                                      alarm.message)
         return AlarmCreated(id=event.id, normalized=normalized, answer_status=event.answer_status)
