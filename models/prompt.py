@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kb.types import CodeEntry, FixCount, Passage, RepairRecord
+
 SYSTEM_PROMPT = (
     "You are Shifu (師傅), the troubleshooting assistant on a factory floor. "
     "You explain the plant's standard procedure for a machine error code to an operator. "
@@ -123,6 +125,48 @@ class PromptContext:
     safety: Sequence[str] = ()
     history: Sequence[str] = ()
     passages: Sequence[PromptPassage] = ()
+
+
+@dataclass(frozen=True)
+class ContextLayout:
+    """How much of the findings the model reads; inference and training use the same one."""
+
+    records: int = 2
+    fixes: int = 1
+    passages: int = 3
+
+
+def history_lines(records: Sequence[RepairRecord], fixes: Sequence[FixCount], layout: ContextLayout) -> list[str]:
+    """Past repairs as the prompt shows them (records already ordered: this machine first, newest first)."""
+    lines = [f"{r.date} {r.machine_id}: {r.symptom} -> {r.action} ({r.result})" for r in records[: layout.records]]
+    return lines + [f"fixed {f.count}x by: {f.action}" for f in fixes[: layout.fixes]]
+
+
+def build_context(
+    *,
+    query: str,
+    lang: str,
+    machine_id: str,
+    machine_model: str,
+    entry: CodeEntry | None,
+    records: Sequence[RepairRecord],
+    fixes: Sequence[FixCount],
+    passages: Sequence[Passage | PromptPassage],
+    layout: ContextLayout,
+) -> PromptContext:
+    """The one function that turns a resolved code, its history and passages into the prompt context."""
+    return PromptContext(
+        query=query,
+        lang=lang,
+        machine=f"{machine_id} ({machine_model})" if machine_id else "",
+        code=entry.code if entry else "",
+        title=entry.title if entry else "",
+        severity=entry.severity if entry else "",
+        steps=entry.steps if entry else (),
+        safety=entry.safety if entry else (),
+        history=history_lines(records, fixes, layout),
+        passages=[PromptPassage(p.n, p.source, p.section, p.text) for p in passages[: layout.passages]],
+    )
 
 
 PASSAGE_CHARS = 300
