@@ -12,10 +12,25 @@ export SHIFU_HOME ?= $(CURDIR)/.shifu
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
+# System tools the tests drive, as command:Debian-package (mosquitto: MQTT intake; chromium:
+# the headless browser for the web screens). `make setup` apt-installs the missing ones.
+TOOLS := tmux:tmux systemd-analyze:systemd mosquitto:mosquitto chromium:chromium unshare:util-linux
 
-.PHONY: setup run ask test lint typecheck bench sample-kb installer clean
+.PHONY: setup tools run ask test lint typecheck bench sample-kb installer clean
 
-setup: $(STAMP)
+setup: tools $(STAMP)
+
+# Only `command -v` when everything is there; apt-get (update first) only for what is missing.
+# /usr/sbin holds mosquitto. The tests fail under CI=true when a tool is still missing.
+tools:
+	@export PATH="$$PATH:/usr/sbin:/sbin"; missing=""; \
+	for pair in $(TOOLS); do command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "installing system tools:$$missing"; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +53,7 @@ ask: sample-kb
 	$(BIN)/shifu ask
 
 # Lint and types first (seconds), then the suite; pytest prints the slowest tests.
-test: $(STAMP)
+test: tools $(STAMP)
 	$(BIN)/ruff check appliance kb models tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,23 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE_KB = REPO / "kb" / "sample"
 DATA = Path(__file__).resolve().parent / "data"
 GRBL = REPO.parent / "shared" / "corpora" / "grbl"
+
+
+def require_tool(name: str) -> str:
+    """The path of a command a test drives; skip without it, but fail under CI=true.
+
+    `make setup` installs every system tool the tests use (the Makefile's TOOLS), so a missing
+    one in CI is a broken set-up, never a reason to pass quietly. The venv's own commands
+    (chroma) and /usr/sbin (mosquitto) are searched as well as PATH.
+    """
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    path = shutil.which(name, path=search)
+    if path is None:
+        message = f"{name} is not installed; `make setup` installs it"
+        if os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}:
+            pytest.fail(f"CI=true: {message}", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from kb.search import dense
+from tests.conftest import require_tool
 
 CHROMA = Path(sys.executable).parent / "chroma"
 SAMPLE_KB = Path(__file__).resolve().parent.parent / "kb" / "sample"
@@ -47,8 +48,7 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | N
 
 @pytest.fixture(scope="module")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dense.ChromaServer]:
-    if not CHROMA.exists() and shutil.which("chroma") is None:
-        pytest.skip("the chroma command is not installed")
+    require_tool("chroma")
     port = free_port()
     data = tmp_path_factory.mktemp("chroma-server")
     log = open(data / "server.log", "wb")

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_tool
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "installer" / "build"
 UNITS = ["shifu-kiosk.service", "shifu-serial.service", "shifu-serve.service", "shifu-usb-import@sdb1.service"]
@@ -32,8 +34,8 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the appliance i
 
 def offline(cmd: list[str]) -> list[str]:
     """Run without any network: a fresh network namespace (needs root, as in CI)."""
-    if os.geteuid() == 0 and shutil.which("unshare"):
-        return ["unshare", "-n", *cmd]
+    if os.geteuid() == 0:
+        return [require_tool("unshare"), "-n", *cmd]
     pytest.skip("`unshare -n` needs root: cannot prove the install works offline")
     return cmd
 
@@ -259,9 +261,7 @@ def test_upgrade_from_a_signed_software_bundle(root: Path, folder: Path, workdir
 
 
 def test_units_verify_and_are_hardened(root: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if not analyze:
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    analyze = require_tool("systemd-analyze")
     # A real root has systemd's own units (sysinit.target, ...); this prefix borrows the host's.
     host_units = Path("/usr/lib/systemd/system")
     if not (root / "usr/lib/systemd/system").exists():

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import require_tool
 
 SHIFU = Path(sys.executable).parent / "shifu"
 
@@ -42,8 +43,8 @@ def test_answer_with_sockets_refused(kb_home: Path) -> None:
     assert "network access attempted" not in result.stderr
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare not installed")
 def test_answer_in_a_network_namespace(kb_home: Path) -> None:
+    require_tool("unshare")
     probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot create a network namespace here: {probe.stderr.decode().strip()}")
