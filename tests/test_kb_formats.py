@@ -120,8 +120,44 @@ def make_xlsx(path: Path, sheet: str, rows: list[list[object]]) -> None:
 
 
 # -- readers ---------------------------------------------------------------------------------
-def test_every_manual_format_is_accepted() -> None:
-    assert {".md", ".txt", ".pdf", ".html", ".htm", ".docx"} <= MANUAL_SUFFIXES
+def write_manual(path: Path, heading: str, sentence: str) -> None:
+    """A real one-section manual in the format its suffix names."""
+    suffix = path.suffix.lower()
+    if suffix in (".md", ".markdown"):
+        path.write_text(f"# {heading}\n\n{sentence}\n", encoding="utf-8")
+    elif suffix == ".txt":
+        path.write_text(f"{heading}\n{sentence}\n", encoding="utf-8")
+    elif suffix == ".pdf":
+        make_pdf(path, [[(20, heading), (11, sentence)]])
+    elif suffix in (".html", ".htm", ".xhtml"):
+        path.write_text(f"<html><body><h1>{heading}</h1><p>{sentence}</p></body></html>", encoding="utf-8")
+    elif suffix == ".docx":
+        import docx
+
+        document = docx.Document()
+        document.add_heading(heading, 1)
+        document.add_paragraph(sentence)
+        document.save(str(path))
+    else:
+        raise AssertionError(f"no sample for {suffix}")
+
+
+# What a plant's shared drive holds, as files are named there (upper-case suffixes too).
+@pytest.mark.parametrize("name", ["oven.md", "oven.markdown", "oven.txt", "oven.pdf", "OVEN.PDF", "oven.html",
+                                  "oven.htm", "oven.xhtml", "oven.docx"])
+def test_every_manual_format_is_read(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    write_manual(path, "Curing oven", "Clean the oven fan filter every week.")
+    assert path.suffix.lower() in MANUAL_SUFFIXES  # so kb.build hands it to read_sections
+    sections = read_sections(path, f"manuals/{name}")
+    assert any("Clean the oven fan filter every week." in s.text for s in sections), sections
+
+
+def test_another_format_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "oven.doc"
+    path.write_bytes(b"\xd0\xcf\x11\xe0 an old binary .doc")
+    with pytest.raises(SourceError, match=r"manuals/oven\.doc: manuals must be one of .*\.docx"):
+        read_sections(path, "manuals/oven.doc")
 
 
 def test_pdf_two_pages_keep_page_numbers_and_font_headings(tmp_path: Path) -> None:
@@ -298,3 +334,45 @@ def test_build_from_every_format_then_rebuild_embeds_nothing(tmp_path: Path, emb
     (source / "manuals" / "notes.txt").write_text("Day shift: the HU-40 gauge on P2 sticks when cold.\n")
     changed = build([SourceSpec(source)], store, embedder)
     assert changed.embedded == 1 and changed.reused == first.chunks - 1
+
+
+def test_self_test_checks_the_built_version_against_its_sources(tmp_path: Path) -> None:
+    """A version whose code rows or records differ from the source tables never becomes active."""
+    import shutil
+    import sqlite3
+
+    from kb.build import SourceSpec, build
+    from kb.errors import KBError
+    from kb.selftest import self_test
+    from kb.versions import DB_NAME, VersionStore
+
+    source = _source(tmp_path)
+    store = VersionStore(tmp_path / "kb")
+    build([SourceSpec(source)], store, None)  # no vectors: the tables are what is checked here
+    built = store.current_path()
+    self_test(built, [SourceSpec(source)])
+
+    def tampered(sql: str) -> Path:
+        copy = tmp_path / f"tampered{len(list(tmp_path.glob('tampered*')))}"
+        shutil.copytree(built, copy)
+        conn = sqlite3.connect(copy / DB_NAME)
+        with conn:
+            assert conn.execute(sql).rowcount == 1, sql
+        conn.close()
+        return copy
+
+    broken = {
+        "UPDATE codes SET steps = '[\"Stop the pump\"]' WHERE code = 'H12'": r"code H12 \(packing\.xlsx.*looks up as",
+        "UPDATE codes SET title = 'Film brake' WHERE code = 'W31'": r"code W31 \(vendor_alarms\.xlsx.*'Film brake'",
+        "UPDATE codes SET key = 'L07' WHERE code = 'L7'": r"code L7 .*not found by lookup",
+        "DELETE FROM codes WHERE code = 'L7'": r"3 code rows and 2 repair records, the new version 2 and 2",
+        "UPDATE records SET action = 'tightened fan' WHERE action = 'replaced fan'":
+            r"repair of H12 on HU-1 \(2024-04-09\) is missing from its history",
+    }
+    for sql, message in broken.items():
+        with pytest.raises(KBError, match=message):
+            self_test(tampered(sql), [SourceSpec(source)])
+    # Without the sources, a stored row that its own code cannot find still fails.
+    with pytest.raises(KBError, match="code L7 cannot be looked up"):
+        self_test(tampered("UPDATE codes SET key = 'L07' WHERE code = 'L7'"))
+    self_test(built)
