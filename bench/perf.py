@@ -120,7 +120,7 @@ class Bench:
         started = time.perf_counter()
         first = last = 0.0
         count = 0
-        stream = self.engine.stream(self.query(text))
+        stream = self.engine.stream(self.query(text), debug_tokens=True)
         for event in stream:
             if isinstance(event, Token):
                 now = time.perf_counter()
@@ -164,8 +164,7 @@ class Bench:
         engine_ttft, engine_tps, raw_ttft, raw_tps = [], [], [], []
         for i, text in enumerate(queries):
             # The prompt the engine builds for this query, fed to raw llama-cpp-python as tokens.
-            answer = self.engine.answer(self.query(text), use_model=False)
-            ctx = self.engine.prompt_context(answer, answer.code, self.engine.kb().machine_model(answer.machine_id))
+            ctx = self.engine.context_for(self.query(text))
             tokens = raw.tokenize(prompt.chatml(prompt.messages(ctx)).encode(), add_bos=False, special=True)
             schema = prompt.answer_schema(len(ctx.passages))
             grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)

@@ -222,9 +222,15 @@ def _write_db(db_path: Path, data: _Collected, version: int, embed_model: str) -
             body = f"{chunk.section}\n{chunk.text}"
             db.execute("INSERT INTO chunks_tri (chunk_id, body) VALUES (?, ?)", [chunk.id, body])
             db.execute("INSERT INTO chunks_words (chunk_id, body) VALUES (?, ?)", [chunk.id, index_terms(body)])
+        from kb.search.calibrate import calibrate
+
+        calibration = calibrate(db.conn)
         meta = {
             "version": str(version), "name": " + ".join(data.names), "embedding_model": embed_model,
             "codes": str(len(data.codes)), "chunks": str(len(data.chunks)),
+            "fts_threshold": str(calibration.threshold),
+            "fts_calibration": f"p10 of {calibration.positives} own questions {calibration.positive_p10}, "
+                               f"off-domain max {calibration.negative_max}",
         }
         db.table("meta").insert_all(({"key": k, "value": v} for k, v in meta.items()), replace=True)
     db.conn.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 from kb.embed import Embedder
 from kb.errors import KBError
 from kb.normalize import code_key
+from kb.search.calibrate import DEFAULT_THRESHOLD
 from kb.search.dense import DenseIndex
 from kb.search.hybrid import HybridSearcher, SearchResult
 from kb.search.rerank import CrossEncoderReranker, Tuning
@@ -57,6 +58,8 @@ class KnowledgeBase:
         except sqlite3.DatabaseError as error:
             raise KBError(f"knowledge base {db_path} is unreadable: {error}") from error
         self.version = int(self.meta.get("version", "0"))
+        self.fts_threshold = float(self.meta.get("fts_threshold", DEFAULT_THRESHOLD))
+        """BM25 score above which a full-text hit counts as relevant (kb.search.calibrate)."""
         self.embedding_model = self.meta.get("embedding_model", "")
         use_dense = embedder is not None and bool(self.embedding_model)
         if use_dense and embedder is not None and embedder.model_id != self.embedding_model:

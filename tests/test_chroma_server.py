@@ -125,7 +125,7 @@ def test_engine_uses_the_server_from_the_config(kb_home: Path, embedder, chroma_
     finally:
         dense.configure(None)
     assert answer.passages
-    assert any(p.scores.get("similarity", 0) > 0 for p in answer.passages)
+    assert any((p.evidence.dense_similarity or 0) > 0 for p in answer.passages)
     assert not [n for n in answer.notices if "vector" in n.lower()], answer.notices
 
 

@@ -75,7 +75,7 @@ def ask(query: str | None, machine: str, lang: str | None, as_json: bool, no_llm
 
 def _ask_once(engine: Any, text: str, machine: str, lang: str, as_json: bool, no_llm: bool) -> int:
     from appliance.cli.render import TextPrinter
-    from appliance.engine.types import CodeFound, Done, HistoryFound, PassagesFound, Query, Token
+    from appliance.engine.types import CodeFound, Done, HistoryFound, Partial, PassagesFound, Query
 
     query = Query(text=text, machine_id=machine, source="cli", lang=lang)
     printer = TextPrinter(sys.stdout, lang)
@@ -91,8 +91,8 @@ def _ask_once(engine: Any, text: str, machine: str, lang: str, as_json: bool, no
                 printer.history(event)
             elif isinstance(event, PassagesFound):
                 printer.passages(event)
-            elif isinstance(event, Token):
-                printer.token(event.text)
+            elif isinstance(event, Partial):
+                printer.partial(event.generated)
             elif isinstance(event, Done):
                 printer.done(event.answer)
     except ShifuError as error:

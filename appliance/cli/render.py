@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-from appliance.engine.partial import complete_json
 from appliance.engine.types import Answer, CodeFound, HistoryFound, PassagesFound
 
 LABELS = {
@@ -34,7 +33,6 @@ class TextPrinter:
     def __init__(self, out: TextIO, lang: str) -> None:
         self.out = out
         self.lang = lang
-        self.raw = ""
         self.shown_summary = 0
         self.shown_steps = 0
 
@@ -81,19 +79,14 @@ class TextPrinter:
                 self.w(f"  [{p.n}] {p.source} > {p.section}{page}")
         self.w(f"{t['generated']}:")
 
-    def token(self, piece: str) -> None:
-        self.raw += piece
-        data = complete_json(self.raw)
-        if not isinstance(data, dict):
-            return
-        summary = str(data.get("summary") or "")
-        steps = data.get("steps") or []
-        # Print only what is final: a step is final once the next one has started.
-        done_steps = steps[:-1] if isinstance(steps, list) else []
-        if summary and self.shown_summary == 0 and (steps or "steps" in data):
+    def partial(self, generated: dict[str, Any]) -> None:
+        """A guarded partial answer: print what is final (a step once the next one has started)."""
+        steps = generated.get("steps") or []
+        summary = str(generated.get("summary") or "")
+        if summary and not self.shown_summary and steps:
             self.w(f"  {summary}")
             self.shown_summary = 1
-        for step in done_steps[self.shown_steps :]:
+        for step in steps[:-1][self.shown_steps :]:
             self._step(step)
 
     def _step(self, step: Any) -> None:
@@ -113,7 +106,7 @@ class TextPrinter:
                 self.w(f"  ⚠ {note}")
             if generated.get("parts"):
                 self.w("  " + ", ".join(generated["parts"]))
-        elif not answer.model_available:
+        elif not answer.model_available and not answer.refused:
             self.w(f"  ({labels(self.lang)['model_off']})")
         for notice in answer.notices:
             self.w(f"ⓘ {notice}")

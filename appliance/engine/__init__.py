@@ -8,11 +8,13 @@ from appliance.engine.types import (
     Event,
     Failed,
     HistoryFound,
+    Partial,
     PassagesFound,
     Query,
     Token,
 )
 
 __all__ = [
-    "Answer", "CodeFound", "Done", "Engine", "Event", "Failed", "HistoryFound", "PassagesFound", "Query", "Token",
+    "Answer", "CodeFound", "Done", "Engine", "Event", "Failed", "HistoryFound", "Partial", "PassagesFound",
+    "Query", "Token",
 ]

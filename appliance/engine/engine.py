@@ -1,45 +1,36 @@
 """Engine.stream(query): the data flow of one question, as typed events.
 
-normalize -> CodeFound -> HistoryFound -> PassagesFound -> (cache) -> Token... -> Done.
-Steps 2-4 come from SQLite and the vector index in milliseconds, before the model is
-asked; if the model is missing, slow or broken the operator still gets them, and a
-final Done always arrives.
+resolve -> CodeFound -> history -> HistoryFound -> retrieve -> PassagesFound -> (refused, or the
+model through the scheduler) -> Partial... -> Done. Each step is a function over typed inputs
+in its own module (resolve, history, retrieve, generate, guard); the Engine holds the
+resources (KB version, model, scheduler, operational store) and reads top to bottom. Steps
+1-3 come from SQLite and the vector index in milliseconds, before the model is asked; if the
+model is missing, slow or broken the operator still gets them, and a final Done always arrives.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from appliance.config import Settings
-from appliance.engine.gate import PriorityGate
-from appliance.engine.guard import guard
-from appliance.engine.types import (
-    Answer,
-    CodeFound,
-    Done,
-    Event,
-    Failed,
-    HistoryFound,
-    PassagesFound,
-    Query,
-    Token,
-)
+from appliance.engine.generate import Generated, generate, generation_lang
+from appliance.engine.history import History, find_history
+from appliance.engine.resolve import Resolved, resolve
+from appliance.engine.retrieve import retrieve
+from appliance.engine.schedule import Scheduler
+from appliance.engine.types import Answer, CodeFound, Done, Event, Failed, HistoryFound, PassagesFound, Query
 from appliance.engine.validate import clean_query
-from appliance.llm.base import GenerateOptions, LLMBackend
+from appliance.llm.base import LLMBackend
 from appliance.store.opstore import OpStore
 from kb.embed import Embedder
 from kb.errors import KBError, ModelError, ShifuError
-from kb.normalize import code_key, looks_like_code, normalize_text
 from kb.reader import KnowledgeBase
 from kb.repair import check_index, repair_in_background
 from kb.search.rerank import CrossEncoderReranker, Tuning
-from kb.types import CodeEntry, Passage
+from kb.types import Passage
 from kb.versions import VersionStore
 from models import prompt
 
@@ -72,7 +63,8 @@ class Engine:
         self._kb_lock = threading.Lock()
         self._backend_lock = threading.Lock()
         self._repairing: set[Path] = set()
-        self.gate = PriorityGate()
+        self.scheduler = Scheduler()
+        self.gate = self.scheduler.gate
         self.use_cache = True
 
     # -- resources -------------------------------------------------------------------------
@@ -155,15 +147,15 @@ class Engine:
         assert final is not None
         return final
 
-    def stream(self, query: Query, *, use_model: bool = True) -> Iterator[Event]:
+    def stream(self, query: Query, *, use_model: bool = True, debug_tokens: bool = False) -> Iterator[Event]:
         """Yield the events of one question; InputError is raised before anything else."""
         started = time.perf_counter()
         text = clean_query(query.text, self.settings.general.max_query_chars)
         lang = query.lang if query.lang in prompt.LANG_NAMES else self.settings.general.lang
         answer = Answer(query=query.text, lang=lang, machine_id=query.machine_id)
 
-        def mark(name: str) -> None:
-            answer.timings_ms[name] = (time.perf_counter() - started) * 1000
+        def mark(name: str, at: float | None = None) -> None:
+            answer.timings_ms[name] = ((at or time.perf_counter()) - started) * 1000
 
         try:
             kb = self.kb()
@@ -175,72 +167,38 @@ class Engine:
             return
         answer.kb_version = kb.version
 
-        # 1-2: normalise and look the code up.
-        machine_model = kb.machine_model(query.machine_id) if query.machine_id else ""
-        found = kb.lookup(text, machine_model=machine_model, lang=lang) if code_key(text) else None
-        if found is not None and found.entry is None and not looks_like_code(text):
-            # A known code inside a sentence ("What does A02 mean?") still finds its procedure.
-            embedded = kb.find_code_in_text(text)
-            if embedded is not None:
-                found = kb.lookup(embedded, machine_model=machine_model, lang=lang)
-        is_code = found is not None and (found.entry is not None or looks_like_code(text))
-        entry: CodeEntry | None = found.entry if (found and is_code) else None
-        if found is not None and is_code:
-            answer.normalized = found.key
-            answer.code = entry
-            answer.candidates = list(found.candidates)
-            answer.suggestions = list(found.suggestions)
-            if entry is not None and entry.lang != lang:
-                answer.notices.append(
-                    f"no {lang} text for this code; shown in {entry.lang}"
-                    if lang == "en" else f"此代碼沒有中文資料，以 {entry.lang} 顯示"
-                )
-            if entry is None:
-                answer.notices.append(
-                    f"代碼 {text} 不在代碼表中" if lang == "zh-TW" else f"code {text} is not in the code table"
-                )
+        resolved = resolve(kb, text, query.machine_id, lang)
+        answer.normalized, answer.code = resolved.normalized, resolved.entry
+        answer.candidates, answer.suggestions = list(resolved.candidates), list(resolved.suggestions)
+        answer.notices.extend(resolved.notices)
         mark("lookup")
-        yield CodeFound(answer.normalized, entry, tuple(answer.candidates), tuple(answer.suggestions), machine_model)
+        yield CodeFound(resolved.normalized, resolved.entry, resolved.candidates, resolved.suggestions,
+                        resolved.machine_model)
 
-        # 3: repair history.
-        if entry is not None:
-            records, summary = kb.history(entry.key, query.machine_id)
-            answer.history, answer.history_summary = records, summary
+        history = find_history(kb, resolved.entry, query.machine_id)
+        answer.history, answer.history_summary = list(history.records), list(history.summary)
         mark("history")
-        yield HistoryFound(tuple(answer.history), tuple(answer.history_summary))
+        yield HistoryFound(history.records, history.summary)
 
-        # 4: passages.
-        try:
-            if not self.settings.retrieval.enabled:
-                raise _Skip
-            extra = f"{entry.code} {entry.title} {entry.description}" if entry else ""
-            # A bare code in any spelling ("a 09", "Ａ０９") searches as the table writes it, so
-            # every spelling gets the same passages, and a cached answer's citations stay right.
-            search_text = entry.code if entry is not None and code_key(text) == entry.key else normalize_text(text)
-            result = kb.search(search_text, self.settings.retrieval.top_k, extra=extra)
-            answer.passages = result.passages
-            answer.notices.extend(result.notices)
-        except _Skip:
-            pass
-        except ShifuError as error:
-            yield Failed("retrieve", str(error))
-            answer.notices.append(str(error))
+        retrieved = retrieve(kb, resolved, self.settings.retrieval)
+        answer.passages = list(retrieved.passages)
+        answer.notices.extend(retrieved.notices)
+        if retrieved.failed:
+            yield Failed("retrieve", retrieved.failed)
         mark("retrieve")
-        yield PassagesFound(tuple(answer.passages), tuple(answer.notices))
+        yield PassagesFound(retrieved.passages, tuple(answer.notices))
 
-        # 5-6: cache, then the model. The audit row is written even when the caller stops
-        # reading (a new scan cancels this answer), so feedback always has a row to refer to.
+        # The audit row is written even when the caller stops reading (a new scan cancels this
+        # answer), so feedback always has a row to refer to.
         finished = False
         try:
-            if not use_model:
+            if not retrieved.relevant:
+                answer.refused = True
+                answer.notices.append(NOT_IN_KB.get(lang, NOT_IN_KB["en"]))
+            elif not use_model:
                 answer.notices.append("模型已關閉 (--no-llm)" if lang == "zh-TW" else "model not used (--no-llm)")
-            elif entry is None and not self._relevant(answer.passages):
-                answer.generated = _not_in_kb(lang)
-                answer.notices.append(
-                    "知識庫中找不到相關資料" if lang == "zh-TW" else "nothing relevant in the knowledge base; not generated"
-                )
             else:
-                yield from self._generate(query, answer, entry, machine_model, mark)
+                yield from self._explain(query, answer, resolved, history, mark, debug_tokens)
             finished = True
         finally:
             if not finished:
@@ -249,34 +207,9 @@ class Engine:
             self._audit(answer, query.source)
         yield Done(answer)
 
-    def _relevant(self, passages: list[Passage]) -> bool:
-        threshold = self.settings.retrieval.min_score
-        if not passages:
-            return False
-        best = max(p.scores.get("similarity", 0.0) for p in passages)
-        return best >= threshold if threshold > 0 else True
-
-    def _cache_key(self, answer: Answer, machine_model: str, info: dict[str, Any]) -> str:
-        ident = [
-            answer.normalized or normalize_text(answer.query).casefold(),
-            machine_model,
-            answer.lang,
-            answer.kb_version,
-            info.get("backend"),
-            info.get("base"),
-            info.get("base_sha256"),
-            info.get("adapter_sha256"),
-            hashlib.sha256(prompt.SYSTEM_PROMPT.encode()).hexdigest()[:16],
-            # The answer cites passage numbers: it is only valid over the same passages.
-            [p.id for p in answer.passages],
-            self.settings.retrieval.model_dump(mode="json"),
-            self.settings.model.temperature,
-        ]
-        return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
-
-    def _generate(
-        self, query: Query, answer: Answer, entry: CodeEntry | None, machine_model: str, mark: Callable[[str], None]
-    ) -> Iterator[Event]:
+    def _explain(self, query: Query, answer: Answer, resolved: Resolved, history: History,
+                 mark: Callable[[str, float | None], None], debug_tokens: bool) -> Iterator[Event]:
+        """Step 4: ask the model (through the scheduler) and keep its guarded answer."""
         try:
             backend = self.backend()
             info = backend.info()
@@ -285,95 +218,59 @@ class Engine:
             yield Failed("model", str(error))
             return
         answer.model = info.to_json()
-        cache_key = self._cache_key(answer, machine_model, answer.model)
-        if self.opstore is not None and self.use_cache:
-            cached = self.opstore.cache_get(cache_key)
-            if cached is not None:
-                answer.generated, answer.cached, answer.model_available = cached, True, True
-                mark("cache")
-                return
-        ctx = self.prompt_context(answer, entry, machine_model)
-        schema = prompt.answer_schema(len(ctx.passages))
-        options = GenerateOptions(
-            max_tokens=max(self.settings.model.max_tokens, prompt.grammar_token_bound(schema)),
-            temperature=self.settings.model.temperature,
-            repeat_penalty=self.settings.model.repeat_penalty,
-            seed=self.settings.model.seed,
-            json_schema=schema,
-        )
-        raw: list[str] = []
-        background = query.priority > 0
-        operator_waiting = threading.Event()
-
-        def yield_to_operator() -> bool:
-            if self.gate.waiting(max_priority=query.priority - 1):
-                operator_waiting.set()
-            return operator_waiting.is_set()
-
-        if background:
-            options = options.model_copy(update={"interrupt": yield_to_operator})
+        gen_lang = generation_lang(answer.lang, info, self.settings)
+        if gen_lang is None:
+            answer.notices.append(_lang_notice(answer.lang, omitted=True))
+            return
+        if gen_lang != answer.lang:
+            answer.notices.append(_lang_notice(answer.lang, omitted=False))
+        ctx = self.prompt_context(resolved, history, answer.machine_id, gen_lang, answer.passages)
+        shown = answer.passages[: len(ctx.passages)]
         try:
-            while True:
-                raw = []
-                preempted = False
-                operator_waiting.clear()
-                with self.gate.hold(query.priority):
-                    mark("model_start")
-                    stream = backend.stream(prompt.messages(ctx), options)
-                    try:
-                        for piece in stream:
-                            if not raw:
-                                mark("first_token")
-                            raw.append(piece)
-                            if not background:
-                                yield Token(piece)
-                            elif yield_to_operator():
-                                # An operator is waiting: give the model up now and redo this
-                                # background answer afterwards (the prompt prefix stays cached).
-                                break
-                    finally:
-                        close = getattr(stream, "close", None)
-                        if close is not None:
-                            close()
-                    # Also set when the backend stopped evaluating the prompt for the operator.
-                    preempted = operator_waiting.is_set()
-                if not preempted:
-                    break
-                answer.diagnostics["preempted"] = int(answer.diagnostics.get("preempted", 0)) + 1
+            for item in generate(backend, self.scheduler, ctx, shown, trusted_text(resolved, history),
+                                 self.settings, priority=query.priority, kb_version=answer.kb_version,
+                                 opstore=self.opstore, use_cache=self.use_cache, debug_tokens=debug_tokens):
+                if not isinstance(item, Generated):
+                    yield item
+                    continue
+                for name, at in item.timings.items():
+                    mark(name, at)
+                answer.generated, answer.cached = item.generated, item.cached
+                answer.notices.extend(item.notices)
+                answer.model_available = True
+                if item.preempted:
+                    answer.diagnostics["preempted"] = item.preempted
+                if item.guarded is not None:
+                    g = item.guarded
+                    answer.diagnostics.update(
+                        raw_schema_valid=g.schema_valid, raw_cites=g.raw_cites, cites_total=g.total_cites,
+                        cites_removed=g.removed_cites, contacts_removed=g.removed_contacts,
+                        unsafe_removed=g.removed_unsafe, gate_dropped=g.dropped, gate_empty=g.generated is None,
+                    )
         except ShifuError as error:
             answer.notices.append(_model_notice(answer.lang, str(error)))
             yield Failed("generate", str(error))
-            return
-        mark("generated")
-        trusted = "\n".join([*entry.steps, *entry.safety, *(r.action for r in answer.history)]) if entry else ""
-        guarded = guard("".join(raw), answer.passages, answer.lang, trusted)
-        answer.diagnostics.update(
-            raw_schema_valid=guarded.schema_valid, cites_total=guarded.total_cites,
-            cites_removed=guarded.removed_cites, contacts_removed=guarded.removed_contacts,
-        )
-        answer.generated = guarded.generated
-        answer.notices.extend(guarded.notices)
-        answer.model_available = True
-        if guarded.complete and self.opstore is not None and self.use_cache:
-            self.opstore.cache_put(cache_key, guarded.generated)
 
-    def prompt_context(self, answer: Answer, entry: CodeEntry | None, machine_model: str) -> prompt.PromptContext:
-        history = [
-            f"{r.date} {r.machine_id}: {r.symptom} -> {r.action} ({r.result})" for r in answer.history[:2]
-        ] + [f"fixed {f.count}x by: {f.action}" for f in answer.history_summary[:1]]
-        shown = answer.passages[: self.settings.retrieval.prompt_passages]
-        return prompt.PromptContext(
-            query=answer.query,
-            lang=answer.lang,
-            machine=f"{answer.machine_id} ({machine_model})" if answer.machine_id else "",
-            code=entry.code if entry else "",
-            title=entry.title if entry else "",
-            severity=entry.severity if entry else "",
-            steps=entry.steps if entry else (),
-            safety=entry.safety if entry else (),
-            history=history,
-            passages=[prompt.PromptPassage(p.n, p.source, p.section, p.text) for p in shown],
+    def prompt_context(self, resolved: Resolved, history: History, machine_id: str, lang: str,
+                       passages: list[Passage]) -> prompt.PromptContext:
+        """The prompt context for a resolved query: the one layout `shifu data build` uses too."""
+        return prompt.build_context(
+            query=resolved.prompt_query, lang=lang, machine_id=machine_id, machine_model=resolved.machine_model,
+            entry=resolved.entry, records=history.records, fixes=history.summary, passages=passages,
+            layout=self.layout(),
         )
+
+    def context_for(self, query: Query) -> prompt.PromptContext:
+        """The prompt the model would read for a query (benchmarks, tests and data checks)."""
+        kb = self.kb()
+        text = clean_query(query.text, self.settings.general.max_query_chars)
+        resolved = resolve(kb, text, query.machine_id, query.lang)
+        history = find_history(kb, resolved.entry, query.machine_id)
+        retrieved = retrieve(kb, resolved, self.settings.retrieval)
+        return self.prompt_context(resolved, history, query.machine_id, query.lang, list(retrieved.passages))
+
+    def layout(self) -> prompt.ContextLayout:
+        return prompt.ContextLayout(records=2, fixes=1, passages=self.settings.retrieval.prompt_passages)
 
     def _audit(self, answer: Answer, source: str) -> None:
         if self.opstore is None:
@@ -384,16 +281,22 @@ class Engine:
             answer.notices.append(f"audit log write failed: {error}")
 
 
-class _Skip(Exception):
-    """Retrieval switched off in the configuration."""
+def trusted_text(resolved: Resolved, history: History) -> str:
+    """The plant's own words for this query: contacts found here may be shown."""
+    entry = resolved.entry
+    plant = [*entry.steps, *entry.safety] if entry is not None else []
+    return "\n".join([*plant, *(r.action for r in history.records)])
+
+
+def _lang_notice(lang: str, *, omitted: bool) -> str:
+    if omitted:
+        return ("此模型無法以中文撰寫說明，已省略 AI 說明；請依照標準作業程序處理。" if lang == "zh-TW"
+                else "the model does not write this language; the explanation is left out")
+    return ("此模型無法以中文撰寫說明，以下 AI 說明為英文。" if lang == "zh-TW"
+            else f"the model does not write {lang}; the explanation is in English")
 
 
 def _model_notice(lang: str, message: str) -> str:
     if lang == "zh-TW":
         return f"模型無法回答，以下為標準作業程序：{message}"
     return f"the model could not answer; the standard procedure is shown: {message}"
-
-
-def _not_in_kb(lang: str) -> dict[str, Any]:
-    text = NOT_IN_KB.get(lang, NOT_IN_KB["en"])
-    return {"summary": text, "steps": [], "safety": [], "parts": [], "escalate": True, "cites": [], "text": text}

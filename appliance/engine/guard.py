@@ -1,54 +1,123 @@
-"""Turning raw model output into a valid, grounded `generated` object.
+"""Turning raw model output — partial or final — into a `generated` object fit for an operator.
 
-Citations must name passages that were actually retrieved: any other number is removed
-and counted. Output that is cut short or malformed still yields a valid object, with a
-notice, so nothing downstream ever sees a broken answer.
+The same guard runs on every intermediate state of a stream and on the final output, so
+nothing reaches a screen, a CLI line or an SSE frame before it has passed:
+
+- only completed strings (a string still being written is never parsed, see `completed_prefix`);
+- contacts (phone numbers, e-mail addresses, URLs) only when they appear in the plant's trusted
+  text for this query (the code row's steps and safety notes, the repair records' actions);
+  manuals are untrusted — an injected passage must not put a number or link on the screen;
+- citations only of passages the model was actually shown;
+- no step that tells the operator to skip, omit, bypass or bridge a safety measure (`unsafe`);
+- the quality gate (`appliance.engine.quality`): no fragments, repeats or foreign scripts.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.engine.partial import complete_json
+from appliance.engine import quality
+from appliance.engine.partial import complete_json, completed_prefix
 from kb.types import Passage
 
-# Phone numbers and hotlines: only those in the plant's own code table may appear in an answer.
 _PHONE = re.compile(r"(?:\+?\d[\d\s().-]{6,}\d)|(?:\b0800[-\s]?[A-Z0-9-]{3,})", re.IGNORECASE)
-
-
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_URL = re.compile(
+    r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)[^\s\"'<>)\]]*"
+    r"|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|io|info|biz|cn|tw|hk|de|jp|co|me|ly|xyz|example)\b(?:/[^\s\"'<>)\]]*)?"
+    r"|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,24}/[^\s\"'<>)\]]*",  # any host with a path: host.io/13101
+    re.IGNORECASE,
+)
 _DATE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b")
+
+# A step that asks to defeat a safety measure. English: a defeating verb within a few words of a
+# safety device; Chinese: the same within a few characters. A negated form ("never bypass the
+# interlock", 「切勿短接感測器」) is a warning, not an instruction, and is kept.
+_DEFEAT_EN = r"(?:skip|skipping|omit|omitting|bypass|bypassing|bridge|bridging|jumper|jump(?:er)? out|override|defeat|disable|tape over|short(?:-circuit)? out|ignore)"
+_DEVICE_EN = (
+    r"(?:lock(?:ing)?[- ]?out|tag(?:ging)?[- ]?out|loto|interlocks?|guards?|sensors?|light curtains?|e-?stops?|"
+    r"emergency stops?|safety|door switch(?:es)?|limit switch(?:es)?|fuses?|earth(?:ing)?|ground(?:ing)?|breakers?)"
+)
+_UNSAFE_EN = re.compile(rf"\b{_DEFEAT_EN}\b(?:\W+\w+){{0,4}}?\W+{_DEVICE_EN}\b", re.IGNORECASE)
+_DEFEAT_ZH = r"(?:跳過|省略|略過|繞過|短接|跨接|旁路|停用|解除|忽略|不用|不必|無須|無需|免)"
+_DEVICE_ZH = r"(?:上鎖|掛牌|安全|聯鎖|連鎖|互鎖|感測器|感應器|傳感器|光柵|光幕|護罩|防護|急停|緊急停止|門開關|限位|保險絲|接地|斷路器)"
+_UNSAFE_ZH = re.compile(rf"{_DEFEAT_ZH}.{{0,6}}?{_DEVICE_ZH}")
+_NEGATED = re.compile(r"\b(?:do not|don't|never|must not|no)\s+(?:\w+\s+){0,2}$|(?:不可|不要|切勿|禁止|嚴禁|請勿|不得|勿)\s*$",
+                      re.IGNORECASE)
 
 
 @dataclass
 class Guarded:
-    generated: dict[str, Any]
+    """The guarded answer and what the guard removed (for notices and evaluation)."""
+
+    generated: dict[str, Any] | None
     notices: list[str] = field(default_factory=list)
+    raw_cites: list[int] = field(default_factory=list)
+    """Every citation the model wrote, before the guard (what evaluation scores)."""
     removed_cites: int = 0
     total_cites: int = 0
     removed_contacts: int = 0
+    removed_unsafe: int = 0
+    dropped: int = 0
+    """Strings the quality gate dropped."""
     complete: bool = True
     schema_valid: bool = True
 
 
-def _scrub_contacts(text: str, trusted: str) -> tuple[str, int]:
-    removed = 0
+def unsafe(text: str) -> bool:
+    """True when a step tells the operator to defeat a safety measure (documented bilingual rule)."""
+    for pattern in (_UNSAFE_EN, _UNSAFE_ZH):
+        for match in pattern.finditer(text):
+            if not _NEGATED.search(text[: match.start()]):
+                return True
+    return False
 
-    def replace(match: re.Match[str]) -> str:
+
+def scrub_contacts(text: str, trusted: str) -> tuple[str, int]:
+    """Replace phone numbers, e-mail addresses and URLs that the trusted text does not hold."""
+    removed = 0
+    trusted_digits = re.sub(r"\D", "", trusted)
+    folded_trusted = trusted.casefold()
+
+    def phone(match: re.Match[str]) -> str:
         nonlocal removed
-        digits = re.sub(r"\D", "", match.group(0))
-        if _DATE.match(match.group(0).strip()):
-            return match.group(0)  # 2024-03-18 is a date, not a phone number
-        if len(digits) < 6 and not match.group(0).upper().startswith("0800"):
-            return match.group(0)  # part numbers, torques and the like are not phone numbers
-        if match.group(0) in trusted or (digits and digits in re.sub(r"\D", "", trusted)):
+        found = match.group(0)
+        digits = re.sub(r"\D", "", found)
+        if _DATE.match(found.strip()):
+            return found  # 2024-03-18 is a date, not a phone number
+        if len(digits) < 6 and not found.upper().startswith("0800"):
+            return found  # part numbers, torques and the like are not phone numbers
+        if found in trusted or (digits and digits in trusted_digits):
+            return found
+        removed += 1
+        return "[…]"
+
+    def link(match: re.Match[str]) -> str:
+        nonlocal removed
+        if match.group(0).casefold() in folded_trusted:
             return match.group(0)
         removed += 1
         return "[…]"
 
-    return _PHONE.sub(replace, text), removed
+    text = _EMAIL.sub(link, text)
+    text = _URL.sub(link, text)
+    return _PHONE.sub(phone, text), removed
+
+
+def parse(raw: str, *, final: bool) -> tuple[dict[str, Any], bool]:
+    """The answer object in raw output (only completed strings unless the JSON is whole); complete?"""
+    if final:
+        try:
+            data = json.loads(raw, strict=False)  # the grammar lets raw newlines into strings
+            return (data if isinstance(data, dict) else {}), True
+        except ValueError:
+            pass
+    data = complete_json(completed_prefix(raw))
+    return (data if isinstance(data, dict) else {}), False
 
 
 def _strings(value: Any, limit: int) -> list[str]:
@@ -57,89 +126,103 @@ def _strings(value: Any, limit: int) -> list[str]:
     return [str(v).strip() for v in value if isinstance(v, str | int | float) and str(v).strip()][:limit]
 
 
-def guard(raw: str, passages: list[Passage], lang: str, trusted: str = "") -> Guarded:
-    """Parse, repair and ground raw model output.
+def guard(raw: str, shown: Sequence[Passage], lang: str, trusted: str = "", *, final: bool = True) -> Guarded:
+    """Parse and guard raw model output; `shown` are the passages the model was given.
 
-    `trusted` is the plant's own text for this query (the code's steps and safety notes):
-    phone numbers or hotlines that appear in the output but not there are removed, since a
-    manual or an injected passage must not put a number in front of the operator.
+    With `final=False` (a stream in progress) nothing is noticed or dropped for being
+    incomplete: the object holds what is certain so far. When nothing usable is left of a
+    final answer, `generated` is None and a notice says so.
     """
-    notices: list[str] = []
-    complete = True
-    schema_valid = True
-    try:
-        data = json.loads(raw, strict=False)  # the grammar lets raw newlines into strings
-    except ValueError:
-        schema_valid = False
-        complete = False
-        data = complete_json(raw)
-        notices.append(
-            "模型回答不完整，已保留可用部分" if lang == "zh-TW" else "the model's answer was cut short; the usable part is kept"
-        )
-    if not isinstance(data, dict):
-        data = {}
-    valid_numbers = {p.n: p.id for p in passages}
-    removed = 0
-    total = 0
-    if not isinstance(data.get("summary"), str) or not isinstance(data.get("steps"), list):
-        schema_valid = False
+    data, complete = parse(raw, final=final)
+    result = Guarded(generated=None, complete=complete)
+    result.schema_valid = complete and isinstance(data.get("summary"), str) and isinstance(data.get("steps"), list)
+    valid = {p.n: p.id for p in shown}
+
+    def clean(text: str) -> str:
+        text, n = scrub_contacts(text, trusted)
+        result.removed_contacts += n
+        return text
+
     steps: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for item in data.get("steps") or []:
-        if isinstance(item, dict):
-            text = str(item.get("text", "")).strip()
-            raw_cites = item.get("cites") or []
-        else:
-            text, raw_cites = str(item).strip(), []
-        if not text:
-            continue
+        text = str(item.get("text", "") if isinstance(item, dict) else item).strip()
+        written = item.get("cites") if isinstance(item, dict) else []
         cites: list[int] = []
-        for cite in raw_cites if isinstance(raw_cites, list) else []:
-            total += 1
-            if isinstance(cite, int) and not isinstance(cite, bool) and cite in valid_numbers:
+        for cite in written if isinstance(written, list) else []:
+            result.total_cites += 1
+            if isinstance(cite, int) and not isinstance(cite, bool):
+                result.raw_cites.append(cite)
+            if isinstance(cite, int) and not isinstance(cite, bool) and cite in valid:
                 if cite not in cites:
                     cites.append(cite)
             else:
-                removed += 1
+                result.removed_cites += 1
+        if not text:
+            continue
+        if unsafe(text):
+            result.removed_unsafe += 1
+            continue
+        text = clean(text)
+        if not quality.usable(text, lang) or quality.key(text) in seen:
+            result.dropped += 1
+            continue
+        seen.add(quality.key(text))
         steps.append({"text": text, "cites": cites})
-    if removed:
-        notices.append(
-            f"已移除 {removed} 個無效引用" if lang == "zh-TW" else f"{removed} citation(s) to passages that were not retrieved removed"
-        )
-    cited_ids: list[str] = []
+    summary = clean(str(data.get("summary", "") or "").strip())
+    if summary and (not quality.usable(summary, lang) or unsafe(summary)):
+        result.dropped += 1
+        summary = ""
+    safety, dropped_safety = quality.keep_usable([clean(s) for s in _strings(data.get("safety"), 2)], lang)
+    parts, dropped_parts = quality.keep_usable([clean(s) for s in _strings(data.get("parts"), 3)], lang)
+    result.dropped += dropped_safety + dropped_parts
+    cited: list[str] = []
     for step in steps:
         for number in step["cites"]:
-            ident = valid_numbers[number]
-            if ident not in cited_ids:
-                cited_ids.append(ident)
+            if valid[number] not in cited:
+                cited.append(valid[number])
     generated: dict[str, Any] = {
-        "summary": str(data.get("summary", "") or "").strip(),
+        "lang": lang,
+        "summary": summary,
         "steps": steps,
-        "safety": _strings(data.get("safety"), 2),
-        "parts": _strings(data.get("parts"), 3),
+        "safety": safety,
+        "parts": parts,
         "escalate": bool(data.get("escalate", not steps)),
-        "cites": cited_ids,
+        "cites": cited,
     }
-    contacts = 0
-    generated["summary"], n = _scrub_contacts(generated["summary"], trusted)
-    contacts += n
-    for step in generated["steps"]:
-        step["text"], n = _scrub_contacts(step["text"], trusted)
-        contacts += n
-    for key in ("safety", "parts"):
-        cleaned = []
-        for item in generated[key]:
-            text, n = _scrub_contacts(item, trusted)
-            contacts += n
-            cleaned.append(text)
-        generated[key] = cleaned
-    if contacts:
-        notices.append(
-            f"已移除 {contacts} 個非工廠提供的電話號碼" if lang == "zh-TW"
-            else f"{contacts} phone number(s) not from the plant's code table removed"
-        )
     generated["text"] = render(generated)
-    return Guarded(generated=generated, notices=notices, removed_cites=removed, total_cites=total,
-                   removed_contacts=contacts, complete=complete, schema_valid=schema_valid and complete)
+    usable = bool(steps or summary)
+    if usable or not final:
+        result.generated = generated
+    result.notices = _notices(result, lang, usable, final)
+    return result
+
+
+def _notices(result: Guarded, lang: str, usable: bool, final: bool) -> list[str]:
+    if not final:
+        return []
+    zh = lang == "zh-TW"
+    notices: list[str] = []
+    if not result.complete and usable:
+        notices.append("模型回答不完整，已保留可用部分" if zh else "the model's answer was cut short; the usable part is kept")
+    if result.removed_cites:
+        notices.append(f"已移除 {result.removed_cites} 個無效引用" if zh
+                       else f"{result.removed_cites} citation(s) of passages the model was not shown removed")
+    if result.removed_contacts:
+        notices.append(f"已移除 {result.removed_contacts} 個非工廠提供的聯絡方式（電話、電郵、網址）" if zh
+                       else f"{result.removed_contacts} contact(s) (phone, e-mail, URL) not from the plant's own text removed")
+    if result.removed_unsafe:
+        notices.append(f"已移除 {result.removed_unsafe} 個要求略過安全措施的步驟" if zh
+                       else f"{result.removed_unsafe} step(s) telling to skip or bypass a safety measure removed")
+    if not usable:
+        notices.append(NO_USABLE.get(lang, NO_USABLE["en"]))
+    return notices
+
+
+NO_USABLE = {
+    "zh-TW": "模型沒有產生可用的說明；請依照標準作業程序處理。",
+    "en": "The model gave no usable explanation; follow the standard procedure.",
+}
 
 
 def render(generated: dict[str, Any]) -> str:

@@ -45,3 +45,29 @@ def complete_json(text: str) -> Any | None:
         except ValueError:
             continue
     return None
+
+
+def completed_prefix(text: str) -> str:
+    """`text` cut after the last string, array or object that was closed.
+
+    What a streaming (or cut short) answer holds for certain: a string still being
+    written is left out entirely, so no half sentence or half URL is ever parsed.
+    """
+    in_string = False
+    escaped = False
+    cut = 0
+    for pos, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+                cut = pos + 1
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "}]":
+            cut = pos + 1
+    return text[:cut]

@@ -47,8 +47,19 @@ class PassagesFound:
 
 
 @dataclass(frozen=True)
+class Partial:
+    """Step 4, while the model writes: the answer so far, guarded like the final one.
+
+    Holds only completed strings (a step, the summary, a part) that passed the guard and the
+    quality gate; every consumer (kiosk, CLI, SSE) draws these and never a raw token.
+    """
+
+    generated: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Token:
-    """Step 6: a piece of the generated answer as it streams."""
+    """A raw piece of model output: only for debugging (`shifu serve --debug-tokens`), never drawn."""
 
     text: str
 
@@ -76,6 +87,8 @@ class Answer:
     history_summary: list[FixCount] = field(default_factory=list)
     passages: list[Passage] = field(default_factory=list)
     generated: dict[str, Any] | None = None
+    refused: bool = False
+    """Nothing relevant in the knowledge base: nothing was (or would have been) generated."""
     model_available: bool = False
     model: dict[str, Any] | None = None
     cached: bool = False
@@ -99,6 +112,7 @@ class Answer:
             "history_summary": [s.to_json() for s in self.history_summary],
             "passages": [p.to_json() for p in self.passages],
             "generated": self.generated,
+            "refused": self.refused,
             "model_available": self.model_available,
             "model": self.model,
             "cached": self.cached,
@@ -116,4 +130,4 @@ class Done:
     answer: Answer
 
 
-Event = CodeFound | HistoryFound | PassagesFound | Token | Failed | Done
+Event = CodeFound | HistoryFound | PassagesFound | Partial | Token | Failed | Done

@@ -38,6 +38,8 @@ class ModelInfo:
     adapter_id: str = ""
     adapter_sha256: str = ""
     device: str = "CPU"
+    languages: tuple[str, ...] = ("zh-TW", "en")
+    """The languages the base model writes usably (models.toml `languages`)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -48,6 +50,7 @@ class ModelInfo:
             "adapter": self.adapter_id or None,
             "adapter_sha256": self.adapter_sha256 or None,
             "device": self.device,
+            "languages": list(self.languages),
         }
 
 

@@ -109,6 +109,7 @@ class LlamaCppBackend(LLMBackend):
                 adapter_id=self.adapter.id if self.adapter else "",
                 adapter_sha256=adapter_sha,
                 device=device,
+                languages=self.base.languages,
                 extra={"n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_gpu_layers": self.n_gpu_layers},
             )
 

@@ -8,7 +8,8 @@ same shapes as the answer object (appliance/schemas/answer.schema.json):
 | `code_found` | `{normalized, entry: code or null, candidates, suggestions, machine_model}` |
 | `history_found` | `{records, summary}` |
 | `passages_found` | `{passages, notices}` |
-| `token` | `{text}`: a piece of the generated JSON answer |
+| `partial` | `{generated}`: the answer so far, guarded like the final one (completed strings only) |
+| `token` | `{text}`: a raw piece of model output, only with `shifu serve --debug-tokens` |
 | `failed` | `{step, message}`: a step failed; the steps before it still stand |
 | `done` | the answer object, exactly what `shifu ask --json` prints |
 
@@ -22,14 +23,15 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from appliance.engine.types import Answer, CodeFound, Done, Event, Failed, HistoryFound, PassagesFound, Token
+from appliance.engine.types import Answer, CodeFound, Done, Event, Failed, HistoryFound, Partial, PassagesFound, Token
 from kb.normalize import code_key
-from kb.types import CodeEntry, FixCount, Passage, RepairRecord
+from kb.types import CodeEntry, Evidence, FixCount, Passage, RepairRecord
 
 NAMES = {
     CodeFound: "code_found",
     HistoryFound: "history_found",
     PassagesFound: "passages_found",
+    Partial: "partial",
     Token: "token",
     Failed: "failed",
     Done: "done",
@@ -50,6 +52,8 @@ def to_data(event: Event) -> dict[str, Any]:
         return {"records": [r.to_json() for r in event.records], "summary": [s.to_json() for s in event.summary]}
     if isinstance(event, PassagesFound):
         return {"passages": [p.to_json() for p in event.passages], "notices": list(event.notices)}
+    if isinstance(event, Partial):
+        return {"generated": event.generated}
     if isinstance(event, Token):
         return {"text": event.text}
     if isinstance(event, Failed):
@@ -99,8 +103,18 @@ def passage_from_json(data: dict[str, Any]) -> Passage:
     return Passage(
         id=str(data["id"]), source=str(data.get("source", "")), section=str(data.get("section", "")),
         text=str(data.get("text", "")), page=data.get("page"), score=float(data.get("score", 0.0)),
-        n=int(data.get("n", 0)),
+        n=int(data.get("n", 0)), evidence=evidence_from_json(data.get("evidence") or {}),
     )
+
+
+def evidence_from_json(data: dict[str, Any]) -> Evidence:
+    def number(name: str) -> float | None:
+        value = data.get(name)
+        return float(value) if isinstance(value, int | float) else None
+
+    rank = data.get("fts_rank")
+    return Evidence(mode=str(data.get("mode", "hybrid")), fts_rank=int(rank) if isinstance(rank, int) else None,
+                    fts_score=number("fts_score"), dense_similarity=number("dense_similarity"))
 
 
 def answer_from_json(data: dict[str, Any]) -> Answer:
@@ -117,6 +131,7 @@ def answer_from_json(data: dict[str, Any]) -> Answer:
         history_summary=[fix_from_json(f) for f in data.get("history_summary", [])],
         passages=[passage_from_json(p) for p in data.get("passages", [])],
         generated=data.get("generated"),
+        refused=bool(data.get("refused")),
         model_available=bool(data.get("model_available")),
         model=data.get("model"),
         cached=bool(data.get("cached")),
@@ -146,6 +161,9 @@ def decode(name: str, data: dict[str, Any]) -> Event:
         return PassagesFound(
             tuple(passage_from_json(p) for p in data.get("passages", [])), tuple(data.get("notices", []))
         )
+    if name == "partial":
+        generated = data.get("generated")
+        return Partial(generated if isinstance(generated, dict) else {})
     if name == "token":
         return Token(str(data.get("text", "")))
     if name == "failed":

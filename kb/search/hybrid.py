@@ -11,28 +11,51 @@ from kb.search.bridge import CodeBridge
 from kb.search.dense import DenseIndex
 from kb.search.rerank import CrossEncoderReranker, Tuning, fuse
 from kb.search.terms import trigram_query, word_query
-from kb.types import Passage
+from kb.types import Evidence, Passage
 
 
 @dataclass
 class SearchResult:
+    """The passages of one query with everything known about how they were found."""
+
     passages: list[Passage]
     notices: list[str] = field(default_factory=list)
     rankers: dict[str, int] = field(default_factory=dict)
+    mode: str = "hybrid"
+    """The search actually run: hybrid, fts (dense off or failed) or dense."""
+    dense_error: str | None = None
+    """Why dense search did not run although it was asked for (vector index broken, server down)."""
 
 
-def fts_rank(conn: sqlite3.Connection, table: str, match: str | None, limit: int) -> list[str]:
-    """Chunk ids best first by BM25, from one FTS5 table."""
+@dataclass
+class _Ranked:
+    """What the rankers found for one query (a value per call, never kept on the searcher)."""
+
+    rankings: dict[str, list[str]] = field(default_factory=dict)
+    fts: dict[str, tuple[int, float]] = field(default_factory=dict)
+    similarity: dict[str, float] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    dense_ran: bool = False
+    dense_error: str | None = None
+
+
+def fts_hits(conn: sqlite3.Connection, table: str, match: str | None, limit: int) -> list[tuple[str, float]]:
+    """(chunk id, BM25 score with higher better) best first, from one FTS5 table."""
     if not match:
         return []
     try:
         rows = conn.execute(
-            f"SELECT chunk_id FROM {table} WHERE {table} MATCH ? ORDER BY bm25({table}) LIMIT ?",  # noqa: S608
+            f"SELECT chunk_id, bm25({table}) FROM {table} WHERE {table} MATCH ? ORDER BY bm25({table}) LIMIT ?",  # noqa: S608
             [match, limit],
         ).fetchall()
     except sqlite3.OperationalError as error:
         raise KBError(f"full-text search failed: {error}") from error
-    return [row[0] for row in rows]
+    return [(row[0], -float(row[1])) for row in rows]
+
+
+def fts_rank(conn: sqlite3.Connection, table: str, match: str | None, limit: int) -> list[str]:
+    """Chunk ids best first by BM25, from one FTS5 table."""
+    return [ident for ident, _ in fts_hits(conn, table, match, limit)]
 
 
 def rrf(rankings: dict[str, list[str]], k: int, weights: dict[str, float] | None = None) -> dict[str, float]:
@@ -46,7 +69,7 @@ def rrf(rankings: dict[str, list[str]], k: int, weights: dict[str, float] | None
 
 
 class HybridSearcher:
-    """Searches one KB version's chunks."""
+    """Searches one KB version's chunks; holds configuration only, so threads can share it."""
 
     def __init__(
         self,
@@ -63,33 +86,39 @@ class HybridSearcher:
         self.embedder = embedder
         self.rrf_k = rrf_k
         self.depth = depth
-        self.dense_error: str | None = None
-        self._similarity: dict[str, float] = {}
         self.tuning = tuning or Tuning()
         self.bridge = CodeBridge(conn)
         self.reranker = reranker
 
-    def rank(self, text: str, *, mode: str = "hybrid") -> tuple[dict[str, list[str]], list[str]]:
-        rankings: dict[str, list[str]] = {}
-        notices: list[str] = []
+    def _rank(self, text: str, mode: str) -> _Ranked:
+        found = _Ranked()
         if mode in {"hybrid", "fts"}:
-            rankings["words"] = fts_rank(self.conn, "chunks_words", word_query(text), self.depth)
-            rankings["trigram"] = fts_rank(self.conn, "chunks_tri", trigram_query(text), self.depth)
+            words = fts_hits(self.conn, "chunks_words", word_query(text), self.depth)
+            found.rankings["words"] = [ident for ident, _ in words]
+            found.fts = {ident: (rank, score) for rank, (ident, score) in enumerate(words, start=1)}
+            found.rankings["trigram"] = fts_rank(self.conn, "chunks_tri", trigram_query(text), self.depth)
         if mode in {"hybrid", "dense"} and self.dense is not None and self.embedder is not None:
             try:
                 vector = self.embedder.embed_query(text)
                 hits = self.dense.query(vector, self.depth)
-                rankings["dense"] = [i for i, _ in hits]
-                self._similarity = dict(hits)
             except KBError as error:
-                self.dense_error = str(error)
-                notices.append("vector index unavailable; full-text search only")
-        return rankings, notices
+                found.dense_error = str(error)
+                found.notices.append("vector index unavailable; full-text search only")
+            else:
+                found.rankings["dense"] = [i for i, _ in hits]
+                found.similarity = dict(hits)
+                found.dense_ran = True
+        return found
+
+    def rank(self, text: str, *, mode: str = "hybrid") -> tuple[dict[str, list[str]], list[str]]:
+        """The rankings of each ranker for a text (used by evaluation), with notices."""
+        found = self._rank(text, mode)
+        return found.rankings, found.notices
 
     def search(self, text: str, k: int, *, mode: str = "hybrid", extra: str = "") -> SearchResult:
         """Top-k passages for the text (plus optional extra text, e.g. a code's title)."""
-        self._similarity = {}
-        rankings, notices = self.rank(f"{text} {extra}".strip(), mode=mode)
+        found = self._rank(f"{text} {extra}".strip(), mode)
+        rankings = found.rankings
         if extra and mode != "dense":
             # The operator's own words count too, not only the code's description.
             rankings["words_query"] = fts_rank(self.conn, "chunks_words", word_query(text), self.depth)
@@ -101,12 +130,16 @@ class HybridSearcher:
         fused = fuse(self.conn, rankings, text, self.rrf_k, self.tuning)
         depth = max(k, 20) if self.reranker is not None else k
         best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:depth]
-        passages = self._load([ident for ident, _ in best], dict(best))
+        used = mode if mode != "hybrid" else ("hybrid" if found.dense_ran else "fts")
+        if mode == "dense" and not found.dense_ran:
+            used = "none"
+        passages = self._load([ident for ident, _ in best], dict(best), found, used)
         if self.reranker is not None:
             passages = self.reranker.rerank(f"{text} {extra}".strip(), passages, k)
-        return SearchResult(passages=passages, notices=notices, rankers={n: len(r) for n, r in rankings.items()})
+        return SearchResult(passages=passages, notices=found.notices, rankers={n: len(r) for n, r in rankings.items()},
+                            mode=used, dense_error=found.dense_error)
 
-    def _load(self, ids: list[str], scores: dict[str, float]) -> list[Passage]:
+    def _load(self, ids: list[str], scores: dict[str, float], found: _Ranked, mode: str) -> list[Passage]:
         if not ids:
             return []
         marks = ",".join("?" for _ in ids)
@@ -118,9 +151,11 @@ class HybridSearcher:
         passages = []
         for n, ident in enumerate((i for i in ids if i in by_id), start=1):
             row = by_id[ident]
+            rank, score = found.fts.get(ident, (None, None))
+            evidence = Evidence(mode=mode, fts_rank=rank, fts_score=score,
+                                dense_similarity=found.similarity.get(ident) if found.dense_ran else None)
             passages.append(
                 Passage(id=row[0], source=row[1], section=row[2], page=row[3], lang=row[4], kind=row[5],
-                        text=row[6], score=scores[ident], n=n,
-                        scores={"similarity": self._similarity.get(ident, 0.0)})
+                        text=row[6], score=scores[ident], n=n, evidence=evidence)
             )
         return passages

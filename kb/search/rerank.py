@@ -111,5 +111,5 @@ class CrossEncoderReranker:
             p = passages[index]
             out.append(Passage(id=p.id, source=p.source, section=p.section, text=p.text, page=p.page, lang=p.lang,
                                score=float(scores[index]), n=n, kind=p.kind,
-                               scores={**p.scores, "fused": p.score}))
+                               evidence=p.evidence))
         return out

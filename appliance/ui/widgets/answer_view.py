@@ -1,7 +1,7 @@
 """The answer: code header, standard procedure, history, streaming AI explanation, sources.
 
 The standard procedure is drawn the moment `CodeFound` arrives; the generated explanation
-is re-rendered from the partial JSON as tokens stream in. Everything drawn comes from
+is re-rendered from each guarded `Partial` (never from raw tokens) as the model writes. Everything drawn comes from
 plain `rich.text.Text` (never markup), so text from manuals cannot inject styles.
 """
 
@@ -17,8 +17,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from appliance.engine.partial import complete_json
-from appliance.engine.types import Answer, CodeFound, Done, Event, Failed, HistoryFound, PassagesFound, Token
+from appliance.engine.types import Answer, CodeFound, Done, Event, Failed, HistoryFound, Partial, PassagesFound
 from appliance.ui.labels import label
 from kb.types import FixCount, Passage, RepairRecord
 
@@ -34,7 +33,7 @@ class AnswerState:
     fixes: tuple[FixCount, ...] = ()
     records: tuple[RepairRecord, ...] = ()
     passages: tuple[Passage, ...] = ()
-    raw: str = ""
+    partial: dict[str, Any] | None = None
     answer: Answer | None = None
     notices: list[str] = field(default_factory=list)
     model_failed: bool = False
@@ -110,8 +109,8 @@ class AnswerView(VerticalScroll, can_focus=False):
             for notice in event.notices:
                 state.notice(notice)
             self._redraw("notices", "sources", "generated")
-        elif isinstance(event, Token):
-            state.raw += event.text
+        elif isinstance(event, Partial):
+            state.partial = event.generated
             self._redraw("generated")
         elif isinstance(event, Failed):
             if event.step in ("model", "generate"):
@@ -218,19 +217,23 @@ class AnswerView(VerticalScroll, can_focus=False):
         assert state is not None
         if state.code is None:
             return []
-        data: Any = None
-        if state.answer is not None and state.answer.generated:
-            data = state.answer.generated
-        elif state.raw:
-            data = complete_json(state.raw)
+        answer = state.answer
+        data: Any = answer.generated if answer is not None else state.partial
         blocks: Blocks = [_heading(label(self.lang, "generated"))]
         if not isinstance(data, dict):
-            answer = state.answer
-            if state.model_failed or (answer is not None and not answer.model_available):
+            if answer is not None and answer.refused:
+                blocks.append(Text(label(self.lang, "refused"), style="bold"))
+            elif state.model_failed or (answer is not None and not answer.model_available):
                 blocks.append(Text(label(self.lang, "model_off"), style="italic"))
             elif answer is None:
                 blocks.append(Text(label(self.lang, "waiting_model"), style="dim italic"))
+            elif answer.model is not None and answer.generated is None and not answer.cached:
+                blocks.append(Text(label(self.lang, "no_usable"), style="italic"))
+            else:
+                blocks.append(Text(label(self.lang, "not_generated"), style="italic"))
             return blocks
+        if data.get("lang") and data.get("lang") != self.lang:
+            blocks.append(Text(label(self.lang, "lang_fallback"), style="italic"))
         summary = str(data.get("summary") or "")
         if summary:
             blocks.append(Text(summary))

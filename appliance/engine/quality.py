@@ -1,0 +1,54 @@
+"""The quality gate: only text an operator can use reaches the screen.
+
+A small model under a JSON grammar can produce strings that are valid and useless: `1}`,
+`{2}`, digits, a URL cut in half, the same step twice, or characters of a script the
+operator's language does not use. Each generated string passes `usable(text, lang)`;
+what fails is dropped and counted, never shown.
+
+Rules (a string is dropped when any holds):
+- empty, or fewer than three letters (two for Chinese): punctuation and digits alone say nothing;
+- JSON debris: braces, or a quote followed by a colon or comma (`1}`, `", "cites`);
+- a script the answer's language does not use: English text with Han, kana, Hangul or Cyrillic;
+  Chinese text without any Han character, or with kana, Hangul or Cyrillic;
+- a repeat of a string already kept in the same list.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_FOREIGN = re.compile(r"[\u0400-\u04ff\u3040-\u30ff\u1100-\u11ff\uac00-\ud7af]")  # Cyrillic, kana, Hangul
+_DEBRIS = re.compile(r"[{}]|\"\s*[:,]")
+
+
+def letters(text: str) -> int:
+    return sum(1 for ch in text if unicodedata.category(ch).startswith("L"))
+
+
+def usable(text: str, lang: str) -> bool:
+    """True when a generated string is worth showing an operator in `lang`."""
+    stripped = text.strip()
+    if not stripped or _DEBRIS.search(stripped) or _FOREIGN.search(stripped):
+        return False
+    han = len(_HAN.findall(stripped))
+    if lang == "zh-TW":
+        return han >= 2
+    return han == 0 and letters(stripped) >= 3
+
+
+def key(text: str) -> str:
+    """What makes two strings the same step (case, spacing and punctuation ignored)."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
+
+
+def keep_usable(items: list[str], lang: str) -> tuple[list[str], int]:
+    """The usable strings of a list, repeats removed; and how many were dropped."""
+    kept: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        if usable(item, lang) and key(item) not in seen:
+            kept.append(item)
+            seen.add(key(item))
+    return kept, len(items) - len(kept)
