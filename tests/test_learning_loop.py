@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from click.testing import CliRunner
 pytest.importorskip("peft")
 pytest.importorskip("gguf")
 
+from appliance.llm.base import GenerateOptions, LLMBackend, ModelInfo
 from kb.errors import ModelError
 from models import prompt
 
@@ -117,7 +119,8 @@ def test_data_build_cleans_splits_and_uses_the_inference_layout(tmp_path: Path, 
 def test_data_build_takes_kiosk_feedback(tmp_path: Path, home: Path) -> None:
     export = tmp_path / "shifu-export-20240310-080000"
     export.mkdir()
-    generated = {"summary": "Oil too hot.", "steps": [{"text": "Stop the pump", "cites": [2]}],
+    generated = {"summary": "Oil too hot.", "steps": [{"text": "Stop the pump", "cites": [2]},
+                                                      {"text": "Wipe the sight glass", "cites": [1]}],
                  "safety": [], "parts": [], "escalate": False, "cites": ["x"], "text": "..."}
     audits = [{"id": i, "query": "P-10", "lang": "en", "machine_id": "PR-01", "code": "P-10",
                "answer": generated if i != 3 else None} for i in (1, 2, 3)]
@@ -136,8 +139,104 @@ def test_data_build_takes_kiosk_feedback(tmp_path: Path, home: Path) -> None:
         "feedback 'not_fixed' (only answers that fixed the problem teach)": 1,
         "feedback on an answer the model did not give": 1}
     row = json.loads((out / "train.jsonl").read_text())
-    assert json.loads(row["messages"][2]["content"])["steps"] == [{"text": "Stop the pump", "cites": []}]
+    # Citations re-derived from the passages shown now: the code row [1] holds only the first step.
+    assert json.loads(row["messages"][2]["content"])["steps"] == [{"text": "Stop the pump", "cites": [1]},
+                                                                  {"text": "Wipe the sight glass", "cites": []}]
     assert row["meta"]["kind"] == "feedback"
+
+
+MANUAL = """# PR-5 press manual
+
+## Hydraulic oil cooler
+
+When the oil runs hot (above 65 C), stop the pump and let it cool. Check that the cooler fan turns
+and clean the cooler fins; a failed fan relay K7 stops the fan.
+
+## Return valve
+
+A ram that stays down or moves slowly points to the return valve: clean the spool, check the coil.
+
+## Light curtain
+
+Clean both lenses and align the curtain with the beam indicator. Never bridge the curtain.
+"""
+
+
+class CapturingBackend(LLMBackend):
+    """Records the messages the engine sends and answers with one fixed, valid JSON answer."""
+
+    name = "capture"
+
+    def __init__(self) -> None:
+        self.calls: list[list[dict[str, str]]] = []
+
+    def load(self) -> None:
+        pass
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(backend=self.name, base_id="capture")
+
+    def stream(self, messages: list[dict[str, str]], options: GenerateOptions) -> Iterator[str]:
+        self.calls.append(messages)
+        yield json.dumps({"summary": "Oil too hot.", "steps": [{"text": "Stop the pump", "cites": [1]}],
+                          "safety": [], "parts": [], "escalate": False})
+
+
+def test_data_build_context_is_the_engines_for_the_same_record(tmp_path: Path, home: Path, embedder: Any) -> None:
+    """A record's training prompt is byte for byte what the engine sends the model for that query,
+    over the KB as it stood when the repair was asked about (the records before it)."""
+    from appliance import paths
+    from appliance.config import load_settings
+    from appliance.engine import Engine
+    from appliance.engine.types import Query
+    from kb.build import SourceSpec, build
+    from kb.reader import KnowledgeBase
+    from kb.versions import VersionStore
+    from models.dataset import build_dataset
+    from models.dataset_sources import read_sources
+
+    asked = "2024-03-04"  # PR-02 reports P-10 "oil 75 C"; its history then: four earlier P-10 repairs
+    records = RECORDS + ("2023-11-20,PR-02,PR-5,P-10,oil hot after lunch,cleaned cooler fins,,fixed,Bob Lee,30\n"
+                         "2023-12-11,PR-02,PR-5,P-10,oil hot,topped up oil,,not_fixed,Bob Lee,10\n")
+    header, *rows = records.splitlines()
+    folders = {}
+    for name, kept in (("full", rows), ("as-asked", [r for r in rows if r[:10] < asked])):
+        folder = write_source(tmp_path / name)
+        (folder / "records" / "records.csv").write_text("\n".join([header, *kept]) + "\n", encoding="utf-8")
+        (folder / "manuals").mkdir()
+        (folder / "manuals" / "press.md").write_text(MANUAL, encoding="utf-8")
+        folders[name] = folder
+    build([SourceSpec(folders["as-asked"])], VersionStore(paths.kb_dir()), embedder)
+
+    settings = load_settings()
+    capture = CapturingBackend()
+    engine = Engine(settings, VersionStore(paths.kb_dir()), backend_factory=lambda: capture, embedder=embedder)
+    answer = engine.answer(Query("P-10 oil 75 C", machine_id="PR-02", lang="en"))
+    assert answer.model_available and len(capture.calls) == 1
+    sent = capture.calls[0]
+
+    kb = KnowledgeBase(VersionStore(paths.kb_dir()).current_path(), embedder, rrf_k=settings.retrieval.rrf_k)
+    build_dataset(read_sources([folders["full"]]), tmp_path / "data", holdout_months=0, kb=kb,
+                  top_k=settings.retrieval.top_k)
+    rows_out = [json.loads(line) for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()]
+    example = next(r for r in rows_out if r["meta"]["origin"] == f"{asked} PR-02 P-10")
+    assert example["messages"][:2] == sent
+    # What the layout holds, so a change of either side's numbers shows above: two repairs (this
+    # machine's first), the most frequent fix, and three retrieved passages, the manual among them.
+    user = sent[1]["content"]
+    past = user.split("Past repairs:\n")[1].split("\nPassages:")[0].splitlines()
+    assert past == ["- 2023-12-11 PR-02: oil hot -> topped up oil (not_fixed)",
+                    "- 2023-11-20 PR-02: oil hot after lunch -> cleaned cooler fins (fixed)",
+                    "- fixed 2x by: cleaned cooler fins"], past
+    shown = [line for line in user.splitlines() if line.startswith("[")]
+    assert len(shown) == settings.retrieval.prompt_passages == 3
+    assert any("(press.md > " in line for line in shown) and any("(press.csv > P-10" in line for line in shown)
+    # The target cites the shown passages that hold each step, not a fixed [1]: the code row holds
+    # both, the manual's oil-cooler section also says "stop the pump".
+    number = {where: int(line[1:line.index("]")]) for line in shown
+              for where in ("press.csv > P-10", "> Hydraulic oil cooler)") if where in line}
+    target = json.loads(example["messages"][2]["content"])
+    assert [s["cites"] for s in target["steps"]] == [sorted(number.values()), [number["press.csv > P-10"]]]
 
 
 # -- export units --------------------------------------------------------------------------
