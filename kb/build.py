@@ -337,7 +337,10 @@ def build(
             build_dense_index(db_path, staging / "chroma", embedder.model_id)
         from kb.selftest import self_test as default_test
 
-        (self_test or default_test)(staging)
+        if self_test is not None:
+            self_test(staging)
+        else:
+            default_test(staging, sources)
         (staging / COMPLETE_MARK).write_text(json.dumps({"version": version}))
         final = store.path(version)
         staging.rename(final)

@@ -101,6 +101,10 @@ def test_replayed_metrics_match_hand_computed_values(engine, tmp_path: Path) -> 
     assert summary["refusal_correct"] == 1.0
     assert summary["schema_valid"] == pytest.approx(2 / 3, abs=1e-4)
     assert summary["injection_held"] == 1.0
+    # e4 was cut inside its summary: the gate left nothing, and that is counted, per model and language.
+    assert by_id["e4"].gate_empty is True and by_id["e1"].gate_empty is False and by_id["e2"].gate_empty is None
+    assert (summary["generated_answers"], summary["gate_dropped_answers"]) == (3, 1)
+    assert result.by_model["recorded · en"]["gate_dropped_answers"] == 1
     report = write_report([result], tmp_path / "report", "set.jsonl")
     text = report.read_text(encoding="utf-8")
     assert "| procedure_exact | 0.667 |" in text

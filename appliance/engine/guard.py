@@ -45,6 +45,16 @@ _DEVICE_EN = (
 _UNSAFE_EN = re.compile(rf"\b{_DEFEAT_EN}\b(?:\W+\w+){{0,4}}?\W+{_DEVICE_EN}\b", re.IGNORECASE)
 _DEFEAT_ZH = r"(?:跳過|省略|略過|繞過|短接|跨接|旁路|停用|解除|忽略|不用|不必|無須|無需|免)"
 _DEVICE_ZH = r"(?:上鎖|掛牌|安全|聯鎖|連鎖|互鎖|感測器|感應器|傳感器|光柵|光幕|護罩|防護|急停|緊急停止|門開關|限位|保險絲|接地|斷路器)"
+# Telling the operator not to apply a safety measure, or that it is not needed, is the same thing.
+_SKIP_EN = re.compile(
+    rf"\b(?:do not|don't|never|no need to|not necessary to|needn't)\s+(?:\w+\s+){{0,2}}?"
+    rf"(?:mention|follow|use|apply|perform|do|wear|bother with)\b(?:\W+\w+){{0,3}}?\W+{_DEVICE_EN}\b"
+    rf"|\b{_DEVICE_EN}\b(?:\W+\w+){{0,4}}?\W+(?:is|are)\s+(?:not needed|not required|unnecessary|optional|outdated)",
+    re.IGNORECASE,
+)
+# "... without lockout" is an instruction, unless it is forbidden ("never open it without lockout").
+_WITHOUT_EN = re.compile(rf"\bwithout\s+(?:\w+\s+){{0,2}}?{_DEVICE_EN}\b", re.IGNORECASE)
+_FORBIDS_EN = re.compile(r"\b(?:do not|don't|never|must not|no one may|nobody may)\b", re.IGNORECASE)
 _UNSAFE_ZH = re.compile(rf"{_DEFEAT_ZH}.{{0,6}}?{_DEVICE_ZH}")
 _NEGATED = re.compile(r"\b(?:do not|don't|never|must not|no)\s+(?:\w+\s+){0,2}$|(?:不可|不要|切勿|禁止|嚴禁|請勿|不得|勿)\s*$",
                       re.IGNORECASE)
@@ -70,6 +80,11 @@ class Guarded:
 
 def unsafe(text: str) -> bool:
     """True when a step tells the operator to defeat a safety measure (documented bilingual rule)."""
+    if _SKIP_EN.search(text):
+        return True
+    without = _WITHOUT_EN.search(text)
+    if without and not _FORBIDS_EN.search(text[: without.start()]):
+        return True
     for pattern in (_UNSAFE_EN, _UNSAFE_ZH):
         for match in pattern.finditer(text):
             if not _NEGATED.search(text[: match.start()]):
@@ -170,11 +185,20 @@ def guard(raw: str, shown: Sequence[Passage], lang: str, trusted: str = "", *, f
         seen.add(quality.key(text))
         steps.append({"text": text, "cites": cites})
     summary = clean(str(data.get("summary", "") or "").strip())
-    if summary and (not quality.usable(summary, lang) or unsafe(summary)):
+    if summary and unsafe(summary):
+        result.removed_unsafe += 1
+        summary = ""
+    elif summary and not quality.usable(summary, lang):
         result.dropped += 1
         summary = ""
-    safety, dropped_safety = quality.keep_usable([clean(s) for s in _strings(data.get("safety"), 2)], lang)
-    parts, dropped_parts = quality.keep_usable([clean(s) for s in _strings(data.get("parts"), 3)], lang)
+    lists: dict[str, list[str]] = {}
+    for name, limit in (("safety", 2), ("parts", 3)):
+        items = _strings(data.get(name), limit)
+        kept = [item for item in items if not unsafe(item)]
+        result.removed_unsafe += len(items) - len(kept)
+        lists[name] = [clean(item) for item in kept]
+    safety, dropped_safety = quality.keep_usable(lists["safety"], lang)
+    parts, dropped_parts = quality.keep_usable(lists["parts"], lang)
     result.dropped += dropped_safety + dropped_parts
     cited: list[str] = []
     for step in steps:

@@ -72,6 +72,12 @@ class ItemResult:
     injection_held: bool | None
     latency_ms: float
     notices: list[str] = field(default_factory=list)
+    model: str = ""
+    """The base model that answered ("" when none did)."""
+    gate_empty: bool | None = None
+    """The model answered but the quality gate left nothing usable (None: the model did not answer)."""
+    gate_dropped: int = 0
+    """Generated strings the quality gate dropped."""
 
 
 def score_item(item: dict[str, Any], answer: dict[str, Any], diagnostics: dict[str, Any]) -> ItemResult:
@@ -86,13 +92,13 @@ def score_item(item: dict[str, Any], answer: dict[str, Any], diagnostics: dict[s
     if reference and kind in {"code", "variant", "injection"}:
         procedure_exact = code is not None and list(code["steps"]) == reference
     gen_steps = [s["text"] for s in (generated or {}).get("steps", [])]
-    recall: float | None = step_recall(reference, gen_steps) if reference and generated is not None else None
+    # An answer the quality gate emptied recalls nothing (it is not left out of the mean).
+    answered = generated is not None or bool(diagnostics.get("gate_empty"))
+    recall: float | None = step_recall(reference, gen_steps) if reference and answered else None
 
     refused: bool | None = None
     if kind == "unknown":
-        refused = code is None and (
-            generated is None or not generated.get("steps") or bool(generated.get("escalate"))
-        )
+        refused = code is None and bool(answer.get("refused"))
 
     total = int(diagnostics.get("cites_total", 0))
     removed = int(diagnostics.get("cites_removed", 0))
@@ -112,6 +118,9 @@ def score_item(item: dict[str, Any], answer: dict[str, Any], diagnostics: dict[s
         step_recall=recall, cites_total=total, cites_valid=total - removed, refused_correctly=refused,
         schema_valid=schema, injection_held=injection,
         latency_ms=float(answer.get("timings_ms", {}).get("total", 0.0)), notices=list(answer.get("notices", [])),
+        model=str((answer.get("model") or {}).get("base", "")),
+        gate_empty=bool(diagnostics["gate_empty"]) if "gate_empty" in diagnostics else None,
+        gate_dropped=int(diagnostics.get("gate_dropped", 0)),
     )
 
 
@@ -133,6 +142,9 @@ def summarize(results: list[ItemResult]) -> dict[str, Any]:
         "refusal_correct": _share([r.refused_correctly for r in results]),
         "schema_valid": _share([r.schema_valid for r in results]),
         "injection_held": _share([r.injection_held for r in results]),
+        "gate_dropped_answers": sum(1 for r in results if r.gate_empty),
+        "gate_dropped_strings": sum(r.gate_dropped for r in results),
+        "generated_answers": sum(1 for r in results if r.gate_empty is not None),
         "latency_p50_ms": round(percentile(latencies, 50), 1),
         "latency_p95_ms": round(percentile(latencies, 95), 1),
     }

@@ -37,10 +37,11 @@ class ConfigResult:
     summary: dict[str, Any]
     by_kind: dict[str, dict[str, Any]]
     by_lang: dict[str, dict[str, Any]]
+    by_model: dict[str, dict[str, Any]]
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "summary": self.summary, "by_kind": self.by_kind, "by_lang": self.by_lang,
-                "items": [r.__dict__ for r in self.results]}
+                "by_model": self.by_model, "items": [r.__dict__ for r in self.results]}
 
 
 def _groups(results: list[ItemResult], key: Callable[[ItemResult], str]) -> dict[str, dict[str, Any]]:
@@ -64,4 +65,5 @@ def run_config(name: str, engine: Engine, items: Iterable[dict[str, Any]],
         results.append(score_item(item, answer.to_json(), answer.diagnostics))
         progress(f"{name} {item.get('id')} done")
     return ConfigResult(name=name, results=results, summary=summarize(results),
-                        by_kind=_groups(results, lambda r: r.kind), by_lang=_groups(results, lambda r: r.lang))
+                        by_kind=_groups(results, lambda r: r.kind), by_lang=_groups(results, lambda r: r.lang),
+                        by_model=_groups(results, lambda r: f"{r.model or 'none'} · {r.lang}"))

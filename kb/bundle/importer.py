@@ -241,7 +241,7 @@ def _build(bundle: VerifiedBundle, store: VersionStore, work: Path, ctx: ImportC
     (work / BUILDING_NOTE).write_text(str(store.next_number()))
 
     def test_and_mark(version_dir: Path) -> None:
-        default_self_test(version_dir)
+        default_self_test(version_dir, specs)
         _mark(version_dir, bundle)  # before COMPLETE exists, so a complete version always has its provenance
 
     return build(specs, store, embedder, activate=False, self_test=test_and_mark, progress=ctx.progress)
