@@ -85,7 +85,7 @@ def loop_data(home: Path) -> Path:
 
 
 def test_export_writes_documented_columns_as_csv_and_jsonl(loop_data: Path, tmp_path: Path) -> None:
-    from kb.bundle.export import TABLES
+    from appliance.store.export import TABLES
 
     stick = tmp_path / "stick"
     stick.mkdir()

@@ -18,13 +18,16 @@ from typing import Any
 import pytest
 
 from appliance.engine import Engine
+from appliance.engine.local import LocalClient
 from appliance.llm.base import GenerateOptions, LLMBackend, ModelInfo
 from kb.errors import ModelError
 
+# In the kiosk's default language (zh-TW): the quality gate withholds text in a script the
+# answer's language does not use.
 ANSWER = {
-    "summary": "The drive motor tripped on overload.",
-    "steps": [{"text": "Clear the jammed belt", "cites": [1]}, {"text": "Reset the thermal relay", "cites": [2]}],
-    "safety": ["Lock out first"],
+    "summary": "驅動馬達過載跳脫。",
+    "steps": [{"text": "清除卡住的皮帶", "cites": [1]}, {"text": "重設熱過載繼電器", "cites": [2]}],
+    "safety": ["先上鎖掛牌"],
     "parts": [],
     "escalate": False,
     "cites": [1, 2],
@@ -123,11 +126,17 @@ def no_model(engine: Engine) -> Engine:
     return engine
 
 
-def kiosk(engine: Engine, **kwargs: Any) -> Any:
+def kiosk(engine: Engine, *, client: LocalClient | None = None, **kwargs: Any) -> Any:
+    """The kiosk over `LocalClient(engine)` (or the given client), as `shifu kiosk` builds it."""
     from appliance.ui.app import make_app
 
     engine.settings.kiosk.critical_flash_s = 0
-    return make_app(engine.settings, engine, clock=lambda: "12:00:00", **kwargs)
+    return make_app(engine.settings, client or LocalClient(engine), clock=lambda: "12:00:00", **kwargs)
+
+
+def tech_info(app: Any) -> str:
+    """The technician screen's status text as drawn."""
+    return str(app.screen.query_one("#tech-info").render().plain)
 
 
 def view(app: Any) -> Any:
@@ -169,7 +178,7 @@ async def test_steps_visible_before_first_model_token(engine: Engine, llm_backen
             assert "上鎖掛牌後才可伸手進入滾筒區" in shown["procedure"]  # safety note
             assert "清除卡在尾輪的異物" in shown["history"]  # most frequent fix
             assert "cv200_conveyor_manual.md" in shown["sources"] and "cv200.csv" in shown["sources"]
-            assert view(app).state.raw == ""
+            assert view(app).state.partial is None  # no explanation yet
             assert "AI 說明產生中" in shown["generated"]
             gated.abort.set()
             await wait_for(pilot, lambda: answered(app))
@@ -182,14 +191,14 @@ async def test_explanation_streams_with_cites_and_pending_feedback(engine: Engin
     app = kiosk(engine_with(engine, lambda: scripted))
     async with app.run_test(size=(100, 32)) as pilot:
         await submit(pilot, "A01")
-        await wait_for(pilot, lambda: view(app).state is not None and view(app).state.raw)
+        await wait_for(pilot, lambda: view(app).state is not None and view(app).state.partial)
         await pilot.press("f2")  # pressed while streaming: stored once the answer has its audit row
         await wait_for(pilot, lambda: answered(app))
         await app.workers.wait_for_complete()
         await pilot.pause(0.1)
         shown = view(app).shown["generated"]
-        assert "The drive motor tripped on overload." in shown
-        assert "Clear the jammed belt [1]" in shown
+        assert "驅動馬達過載跳脫。" in shown
+        assert "清除卡住的皮帶 [1]" in shown
         rows = feedback_rows(engine)
         assert [(r["verdict"], r["audit_id"]) for r in rows] == [("not_fixed", view(app).state.audit_id)]
 
@@ -222,7 +231,7 @@ async def test_new_scan_cancels_running_stream(engine: Engine) -> None:
     app = kiosk(engine_with(engine, lambda: scripted))
     async with app.run_test(size=(100, 32)) as pilot:
         await submit(pilot, "A01")
-        await wait_for(pilot, lambda: view(app).state is not None and len(view(app).state.raw) > 8)
+        await wait_for(pilot, lambda: view(app).state is not None and view(app).state.partial)
         await submit(pilot, "A02")
         # The new procedure is on screen at once, and the old model stream gets closed.
         await wait_for(pilot, lambda: "清除尾輪與托輥上的積料" in view(app).shown.get("procedure", ""))
@@ -265,6 +274,7 @@ async def test_technician_pin_right_wrong_lockout_idle(no_model: Engine, tmp_pat
     from appliance.ui.screens.technician import TechnicianScreen
 
     pin_path = set_pin("4321", tmp_path / "pin.json")
+    codes = no_model.kb().counts()["codes"]
     now = [1000.0]
     no_model.settings.kiosk.pin_lockout_attempts = 3
     no_model.settings.kiosk.pin_lockout_s = 60
@@ -277,15 +287,23 @@ async def test_technician_pin_right_wrong_lockout_idle(no_model: Engine, tmp_pat
         await pilot.pause(0.1)
 
     async with app.run_test(size=(100, 32)) as pilot:
+        await wait_for(pilot, app.warm_done.is_set)
+        # An alarm after start-up: the technician screen must show the database as it is now.
+        no_model.opstore.add_alarm(port="/dev/ttyUSB0", machine_id="CV-01", raw="A01", code="A01",  # type: ignore[union-attr]
+                                   normalized="A01", message="")
         await pilot.press("f9")
         assert isinstance(app.screen, PinScreen)
         await enter_pin(pilot, "0000")
         assert "2" in app.screen.query_one("#pin-message").render().plain  # tries left
         await enter_pin(pilot, "4321")
         assert isinstance(app.screen, TechnicianScreen)
-        await wait_for(pilot, lambda: "cv200.csv" not in "" and app.screen.db_counts)
-        info = app.screen.describe().plain
-        assert "1" in info and ("版本" in info or "version" in info)
+        # What the technician reads: the active KB version and its contents, and the database's rows.
+        await wait_for(pilot, lambda: "alarms 1" in tech_info(app))
+        info = tech_info(app)
+        assert "使用中 版本 1 " in info and "所有版本: 1\n" in info
+        assert f"codes {codes} " in info.replace(",", " ")
+        assert "audit 0, feedback 0, alarms 1" in info
+        assert "向量索引: 使用中" in info  # the sample KB's vector index is intact
         await pilot.press("escape")
         assert len(app.screen_stack) == 1
         # Three wrong PINs lock technician mode; the right PIN is refused until the lockout ends.
@@ -338,25 +356,18 @@ async def test_model_failure_keeps_procedure_with_notice(engine: Engine) -> None
         assert app.is_running
 
 
-class ExplodingEngine:
+class ExplodingClient(LocalClient):
     """The real engine's first events, then a bug (the kind of thing the kiosk must survive)."""
 
-    def __init__(self, real: Engine) -> None:
-        self.real = real
-        self.settings, self.versions, self.opstore, self.embedder = real.settings, real.versions, None, real.embedder
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-    def stream(self, query: Any, **kwargs: Any) -> Iterator[Any]:
-        for event in self.real.stream(query, use_model=False):
+    def stream(self, query: Any, *, use_model: bool = True) -> Iterator[Any]:
+        for event in super().stream(query, use_model=False):
             yield event
             if type(event).__name__ == "PassagesFound":
                 raise RuntimeError("boom in the engine")
 
 
 async def test_worker_exception_becomes_notice(no_model: Engine) -> None:
-    app = kiosk(ExplodingEngine(no_model))  # type: ignore[arg-type]
+    app = kiosk(no_model, client=ExplodingClient(no_model))
     async with app.run_test(size=(100, 32)) as pilot:
         await submit(pilot, "A01")
         await wait_for(pilot, lambda: "boom" in view(app).shown.get("notices", ""))
@@ -418,6 +429,10 @@ async def test_critical_alarm_opens_with_arrows_and_enter(no_model: Engine) -> N
         assert app.query_one("#answer-header").has_class("critical")
         audit = no_model.opstore.rows("SELECT query, machine_id, source FROM audit")  # type: ignore[union-attr]
         assert audit == [{"query": "E-001", "machine_id": "IM-01", "source": "serial"}]
+        await pilot.press("f1")  # the verdict names the alarm it answers
+        await app.workers.wait_for_complete()
+        alarm_id = no_model.opstore.rows("SELECT id FROM alarms")[0]["id"]  # type: ignore[union-attr]
+        assert [(r["verdict"], r["alarm_id"]) for r in feedback_rows(no_model)] == [("fixed", alarm_id)]
 
 
 async def test_page_keys_scroll_and_escape_clears(no_model: Engine) -> None:

@@ -14,12 +14,13 @@ import pytest
 
 
 def _app(engine: Any, lang: str) -> Any:
+    from appliance.engine.local import LocalClient
     from appliance.ui.app import make_app
 
     engine.settings.model.enabled = False
     engine.settings.general.lang = lang
     engine.settings.kiosk.critical_flash_s = 0
-    return make_app(engine.settings, engine, clock=lambda: "12:00:00", watch_alarms=False)
+    return make_app(engine.settings, LocalClient(engine), clock=lambda: "12:00:00", watch_alarms=False)
 
 
 def _ask(text: str | None) -> Any:

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from test_chroma_server import free_port
 
 from appliance.engine import Engine
-from appliance.engine.types import CodeFound, Done, Query, Token
+from appliance.engine.types import CodeFound, Done, Partial, Query
 from appliance.llm.base import GenerateOptions, LLMBackend, ModelInfo
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "appliance/schemas/answer.schema.json").read_text())
@@ -36,10 +36,18 @@ ANSWER = {
     "parts": [],
     "escalate": False,
 }
+ANSWER_ZH = {
+    "summary": "驅動馬達過載跳脫。",
+    "steps": [{"text": "清除卡住的皮帶", "cites": [1]}, {"text": "重設熱過載繼電器", "cites": []}],
+    "safety": ["先上鎖掛牌"],
+    "parts": [],
+    "escalate": False,
+}
 
 
 class SlowScriptedBackend(LLMBackend):
-    """Streams ANSWER in small pieces, `delay` seconds apart; counts streams running at once."""
+    """Streams ANSWER (ANSWER_ZH when the prompt asks for Chinese) in small pieces, `delay` seconds apart;
+    counts streams running at once."""
 
     name = "scripted"
 
@@ -56,7 +64,8 @@ class SlowScriptedBackend(LLMBackend):
         return ModelInfo(backend="scripted", base_id="scripted-test", base_sha256="0" * 64, device="CPU")
 
     def stream(self, messages: list[dict[str, str]], options: GenerateOptions) -> Iterator[str]:
-        text = json.dumps(ANSWER)
+        chinese = any("Answer language: Traditional Chinese" in m["content"] for m in messages)
+        text = json.dumps(ANSWER_ZH if chinese else ANSWER, ensure_ascii=False)
         with self.lock:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
@@ -131,6 +140,9 @@ def test_ask_returns_the_answer_object_with_a_generated_part(client: Any) -> Non
     assert answer["code"]["code"] == "A01" and answer["code"]["steps"]
     assert answer["model_available"] is True and answer["generated"]["steps"], answer["notices"]
     assert answer["audit_id"] and answer["lang"] == "en"
+    # The answer loaded the model (the server was not warmed): the status now says which one.
+    model = client.get("/v1/status").json()["model"]
+    assert model["state"] == "ready" and model["info"]["base"] == answer["model"]["base"]
 
 
 def test_ask_streams_events_when_asked_for(client: Any) -> None:
@@ -196,13 +208,28 @@ def test_alarms_in_and_out_and_feedback(client: Any, engine: Engine) -> None:
     assert client.post("/v1/alarms", json={"machine_id": "CV-01", "code": "!!"}).status_code == 400
 
     answer = client.post("/v1/ask", json={"query": "A01", "no_llm": True}).json()
-    stored = client.post("/v1/feedback", json={"audit_id": answer["audit_id"], "verdict": "fixed", "operator": "7"})
+    stored = client.post("/v1/feedback", json={"audit_id": answer["audit_id"], "verdict": "fixed", "operator": "7",
+                                                "alarm_id": created.json()["id"]})
     assert stored.status_code == 201
+    assert engine.opstore.rows("SELECT audit_id, verdict, operator, alarm_id FROM feedback") == [
+        {"audit_id": answer["audit_id"], "verdict": "fixed", "operator": "7", "alarm_id": created.json()["id"]}]
     assert client.post("/v1/feedback", json={"audit_id": 999999, "verdict": "fixed"}).status_code == 404
+    unknown_alarm = {"audit_id": answer["audit_id"], "verdict": "fixed", "alarm_id": 999999}
+    assert client.post("/v1/feedback", json=unknown_alarm).status_code == 404
     assert client.post("/v1/feedback", json={"audit_id": answer["audit_id"], "verdict": "meh"}).status_code == 422
     status = client.get("/v1/status").json()
-    assert status["opstore"]["feedback"] == 1 and status["opstore"]["alarms"] == 1
+    assert status["opstore"]["counts"] == {"audit": 2, "feedback": 1, "alarms": 1}
     assert status["kb"]["version"] == 1 and status["kb"]["counts"]["codes"] > 0
+    assert status["kb"]["dense"]["state"] == "on"
+
+
+def test_machines_and_status_describe_the_plant(client: Any, engine: Engine) -> None:
+    machines = client.get("/v1/machines").json()
+    assert machines[0] == {"machine_id": "CV-01", "machine_model": "CV-200", "line": "L1", "location": "A棟 1F"}
+    assert len(machines) == engine.kb().counts()["machines"]
+    status = client.get("/v1/status").json()
+    assert status["kb"]["versions"] == [1] and status["kb"]["error"] == ""
+    assert status["model"] == {"state": "loading", "error": "", "available": False, "info": None}  # warm=False
 
 
 def test_token_is_required_when_configured(kb_home: Path, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -273,39 +300,55 @@ def test_two_kiosk_clients_share_one_server(served, settings) -> None:  # type: 
         seen = results[name]
         assert isinstance(seen[0], CodeFound) and seen[0].entry is not None and seen[0].entry.code == code
         assert seen[0].entry.steps  # the standard procedure arrives first, before any token
-        assert sum(isinstance(e, Token) for e in seen) > 5
+        assert sum(isinstance(e, Partial) for e in seen) >= 2  # the explanation grows as the model writes
         done = seen[-1]
         assert isinstance(done, Done) and done.answer.model_available and done.answer.generated
-        assert done.answer.generated["summary"] == ANSWER["summary"]
+        assert done.answer.generated["summary"] == (ANSWER_ZH if name == "line2" else ANSWER)["summary"]
     assert results["line2"][-1].answer.lang == "zh-TW"
     assert results["line1"][-1].answer.audit_id != results["line2"][-1].answer.audit_id
     assert backend.most_at_once == 1  # one model: the engine's queue served them one after the other
 
 
-def test_remote_engine_gives_the_kiosk_what_it_reads(served, settings) -> None:  # type: ignore[no-untyped-def]
-    from appliance.engine.remote import AlarmFeed, RemoteEngine
+def test_remote_engine_gives_the_kiosk_what_a_local_client_does(served, settings) -> None:  # type: ignore[no-untyped-def]
+    """The one client protocol: over HTTP, the same typed results as in-process."""
+    from appliance.engine.client import EngineClient, NotFoundError
+    from appliance.engine.local import LocalClient
+    from appliance.engine.remote import RemoteEngine
+    from appliance.ui.alarm_watcher import AlarmWatcher
     from kb.errors import InputError
 
     url, _backend, engine = served
     remote = RemoteEngine(url, settings)
+    local = LocalClient(engine)
+    assert isinstance(remote, EngineClient) and isinstance(local, EngineClient)
     try:
         answer = remote.answer(Query("A01", lang="en"))
         assert answer.code is not None and answer.model_available and answer.audit_id
-        assert remote.opstore.add_feedback(answer.audit_id, "not_fixed", "42") > 0
-        assert remote.kb().version == 1 and remote.kb().counts()["codes"] > 0
-        assert remote.versions.versions() == [1]
-        assert remote.backend().info().base_id == "scripted-test"
-        assert remote.opstore.rows("SELECT count(*) AS n FROM feedback") == [{"n": 1}]
+        assert remote.feedback(answer.audit_id, "not_fixed", "42") > 0
+        with pytest.raises(NotFoundError, match="999999"):
+            remote.feedback(999999, "fixed")
         with pytest.raises(InputError, match="empty"):
             list(remote.stream(Query("   ")))
+        status, here = remote.status(), local.status()
+        assert status.model_state == "ready" and status.model_id == "scripted-test" and status.model_available
+        assert (status.kb_version, status.kb_versions, status.dense) == (1, (1,), "on")
+        assert status.kb_counts == here.kb_counts and status.kb_counts["codes"] > 0
+        assert status.opstore_counts == here.opstore_counts == {"audit": 1, "feedback": 1, "alarms": 0}
+        assert remote.machines() == local.machines() and remote.machines()[0].machine_model == "CV-200"
+
         delivered: list[list[dict[str, Any]]] = []
-        feed = AlarmFeed(remote, delivered.append, interval=0.1, lang="en")
-        feed.start()
-        remote.opstore.add_alarm(machine_id="CV-01", code="A02", message="TRACKING")
+        watcher = AlarmWatcher(remote, delivered.append, interval=0.1, lang="en")
+        watcher.start()
+        _wait(lambda: bool(delivered), 10)  # the first delivery, empty, marks what is history
+        remote.request("POST", "/v1/alarms", json={"machine_id": "CV-01", "code": "A02", "message": "TRACKING"})
         _wait(lambda: any(rows for rows in delivered), 10)
-        feed.stop()
-        assert delivered[0] == [] or delivered[0][0]["code"] == "A02"  # first delivery marks history
+        watcher.stop()
+        assert delivered[0] == []
         assert [r["title"] for rows in delivered for r in rows] == ["Belt tracking off-centre"]
+        _wait(lambda: local.alarms_since(0, 1)[0].answer_status == "ready", 30)  # prepared in the background
+        assert remote.alarms_since(0, 10, lang="en") == local.alarms_since(0, 10, lang="en")
+        assert remote.alarms_since(0, 10, lang="zh-TW")[0].title != "Belt tracking off-centre"
+        assert remote.alarms_since(watcher.last_id, 10) == []
     finally:
         remote.close()
     assert engine.opstore is not None
@@ -321,7 +364,7 @@ def test_closing_a_stream_cancels_the_answer_on_the_server(served, settings) -> 
     remote = RemoteEngine(url, settings)
     stream = remote.stream(Query("A01", lang="en"))
     for event in stream:
-        if isinstance(event, Token):
+        if isinstance(event, Partial):
             break
     stream.close()  # type: ignore[attr-defined]
     remote.close()
@@ -338,7 +381,10 @@ def test_remote_engine_when_the_server_is_away(settings) -> None:  # type: ignor
     remote = RemoteEngine(f"http://127.0.0.1:{free_port()}", settings, connect_timeout_s=1)
     with pytest.raises(RemoteError, match="lost the engine server"):
         list(remote.stream(Query("A01")))
-    assert "not answering" in (remote.warm() or "")
+    status = remote.warm()  # never raises: the kiosk shows the status and keeps running
+    assert "not answering" in status.kb_error and status.model_state == "failed"
+    with pytest.raises(RemoteError, match="not answering"):
+        remote.alarms_since(0)
 
 
 pytestmark = pytest.mark.anyio
@@ -351,8 +397,8 @@ def anyio_backend() -> str:
 
 async def test_kiosk_as_a_thin_client(served, settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """`shifu kiosk --engine URL`: the real kiosk app over a RemoteEngine shows the remote answer and alarms."""
-    from appliance.cli.kiosk_cmd import remote_app
     from appliance.engine.remote import RemoteEngine
+    from appliance.ui.app import make_app
     from appliance.ui.widgets.alarm_list import AlarmList
     from appliance.ui.widgets.answer_view import AnswerView
 
@@ -360,7 +406,7 @@ async def test_kiosk_as_a_thin_client(served, settings, tmp_path: Path) -> None:
     assert engine.opstore is not None
     engine.opstore.add_alarm(port="http", machine_id="CV-01", raw="A01", code="A01", normalized="A01", message="")
     remote = RemoteEngine(url, settings)
-    app = remote_app(settings, remote, kiosk_mode=False, clock=lambda: "12:00:00", pin_path=tmp_path / "pin")
+    app = make_app(settings, remote, kiosk_mode=False, clock=lambda: "12:00:00", pin_path=tmp_path / "pin")
     try:
         async with app.run_test(size=(100, 32)) as pilot:
             await _until(pilot, lambda: app.query_one(AlarmList).option_count == 1)
@@ -394,7 +440,8 @@ async def _until(pilot: Any, condition: Callable[[], object], timeout: float = 3
 # -- the OpenAPI description --------------------------------------------------------------
 def test_openapi_describes_the_answer_schema(client: Any) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/v1/ask", "/v1/codes/{code}", "/v1/alarms", "/v1/feedback", "/healthz"} <= set(spec["paths"])
+    assert {"/v1/ask", "/v1/codes/{code}", "/v1/alarms", "/v1/feedback", "/v1/status", "/v1/machines",
+            "/healthz"} <= set(spec["paths"])
     answer = spec["components"]["schemas"]["Answer"]
     assert answer["required"] == SCHEMA["required"]
     assert "#/$defs/" not in json.dumps(spec)

@@ -322,7 +322,7 @@ def import_cmd(path: Path, as_json: bool) -> None:
 def export_cmd(dest: Path, as_json: bool) -> None:
     """Export audit log, feedback and alarms as CSV and JSONL (for the training loop) into DEST."""
     from appliance import paths
-    from kb.bundle.export import export_loop_data
+    from appliance.store.export import export_loop_data
 
     folder = export_loop_data(paths.ops_db(), dest,
                               None if as_json else lambda t, n: click.echo(f"{t}: {n} rows", err=True))
@@ -343,7 +343,7 @@ def _state_files() -> dict[str, Path]:
 def backup_cmd(dest: Path, as_json: bool) -> None:
     """Back up the operational database, config, trusted keys and model registry into DEST."""
     from appliance import paths
-    from kb.bundle.backup import backup
+    from appliance.store.backup import backup
 
     folder = backup(dest, paths.ops_db(), _state_files(), progress=_say(as_json))
     click.echo(json.dumps({"path": str(folder)}) if as_json else f"backup written to {folder}")
@@ -356,7 +356,7 @@ def backup_cmd(dest: Path, as_json: bool) -> None:
 def restore_cmd(src: Path, force: bool, as_json: bool) -> None:
     """Restore a backup made with `shifu backup` (for a replacement PC)."""
     from appliance import paths
-    from kb.bundle.backup import restore
+    from appliance.store.backup import restore
 
     paths.ensure_state()
     done = restore(src, paths.ops_db(), _state_files(), force=force, progress=_say(as_json))

@@ -4,9 +4,10 @@ Kiosk mode (Ctrl+C/Q/Z/\\ do not leave) comes from `kiosk.kiosk_mode`, is on by 
 when systemd starts the kiosk (it sets INVOCATION_ID), and can be forced with --kiosk or
 --no-kiosk. Textual is imported only when the screen really starts.
 
-`--engine URL` runs the kiosk as a thin client of `shifu serve` on another PC (or the
-same one): questions, feedback, alarms and the status all go over HTTP
-(`appliance.engine.remote`); the token is `--token`, or `serve.token` from the config.
+The app gets an engine client (`appliance.engine.client`): `LocalClient` over an engine in
+this process, or with `--engine URL` a `RemoteEngine`, a thin client of `shifu serve` on
+another PC (or the same one): questions, feedback, alarms and the status all go over HTTP;
+the token is `--token`, or `serve.token` from the config.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from appliance.engine.client import EngineClient
 
 
 def _kiosk_mode(flag: bool | None, configured: bool) -> bool:
@@ -60,7 +64,6 @@ def register(cli: click.Group) -> None:
         if not sys.stdin.isatty() or not sys.stdout.isatty():
             raise click.UsageError("the kiosk needs a terminal (run it in a terminal, tmux or on tty1)")
         from appliance.cli.main import settings
-        from appliance.engine.factory import make_engine
         from appliance.ui.app import make_app
 
         config: Any = settings()
@@ -68,20 +71,11 @@ def register(cli: click.Group) -> None:
         if mode:
             os.environ.pop("TEXTUAL_ALLOW_SIGNALS", None)
             _ignore_terminal_signals()
-        if engine_url:
-            from appliance.engine.remote import RemoteEngine
-
-            remote = RemoteEngine(engine_url, config, token=token if token is not None else config.serve.token)
-            try:
-                remote_app(config, remote, kiosk_mode=mode).run()
-            finally:
-                remote.close()
-            return
-        engine = make_engine(config)
+        client = _client(config, engine_url, token)
         try:
-            make_app(config, engine, kiosk_mode=mode).run()
+            make_app(config, client, kiosk_mode=mode).run()
         finally:
-            engine.close()
+            client.close()
 
     @kiosk.command("set-pin")
     def set_pin_command() -> None:
@@ -98,23 +92,13 @@ def register(cli: click.Group) -> None:
         click.echo(f"technician PIN stored in {path}")
 
 
-def remote_app(config: Any, remote: Any, *, kiosk_mode: bool | None = None, **kwargs: Any) -> Any:
-    """The kiosk over a RemoteEngine: alarms come from the server's `GET /v1/alarms`."""
-    from pathlib import Path
+def _client(config: Any, engine_url: str | None, token: str | None) -> EngineClient:
+    """The engine client the kiosk runs over: the server at `engine_url`, or an engine in this process."""
+    if engine_url:
+        from appliance.engine.remote import RemoteEngine
 
-    from appliance.engine.remote import AlarmFeed
-    from appliance.ui import app as ui_app
-    from appliance.ui.app import KioskApp
-    from appliance.ui.messages import AlarmsArrived
+        return RemoteEngine(engine_url, config, token=token if token is not None else config.serve.token)
+    from appliance.engine.factory import make_engine
+    from appliance.engine.local import LocalClient
 
-    class RemoteKioskApp(KioskApp):
-        CSS_PATH = str(Path(ui_app.__file__).with_name(str(KioskApp.CSS_PATH)))  # relative to the UI, not here
-
-        def on_mount(self) -> None:
-            # Textual runs KioskApp.on_mount too; with watch_alarms=False it starts no local watcher.
-            feed = AlarmFeed(remote, lambda rows: self.post_message(AlarmsArrived(rows)),
-                             interval=config.kiosk.alarm_poll_s, lang=self.lang)
-            self.watcher = cast(Any, feed)  # F5 updates its language; unmounting stops it
-            feed.start()
-
-    return RemoteKioskApp(config, cast(Any, remote), kiosk_mode=kiosk_mode, watch_alarms=False, **kwargs)
+    return LocalClient(make_engine(config))

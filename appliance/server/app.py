@@ -6,15 +6,23 @@ A thin shell over one Engine (one model, one priority queue) built by `make_serv
   events as server-sent events when the client sends `Accept: text/event-stream`
   (see `appliance.server.events`); a client that goes away cancels its answer;
 - `GET /v1/codes/{code}` the code table row (404 with near misses when unknown);
-- `POST /v1/alarms` an alarm from a machine or the MES; `GET /v1/alarms` newest first;
-- `POST /v1/feedback` Fixed / Not fixed / Call technician for an answered query;
-- `GET /v1/status` KB, model and database state (what the kiosk's status bar shows);
+- `POST /v1/alarms` an alarm from a machine or the MES; `GET /v1/alarms?after_id=&limit=&lang=`
+  newest first, with the code's severity and title;
+- `POST /v1/feedback` Fixed / Not fixed / Call technician for an answered query (and the alarm
+  it was opened from);
+- `GET /v1/status` KB (version, versions, counts, vector index), model (state, ids, hashes) and
+  database row counts: what the kiosk's status bar and technician screen show;
+- `GET /v1/machines` the plant's machines in the active KB;
 - `GET /healthz` liveness for systemd and monitoring (no token needed);
 - `/openapi.json` and `/docs`.
 
 Input errors are 400 (unacceptable query: empty, too long, control characters) or 422
 (malformed body) with the reason; an oversized body is 413; a missing KB or database is
 503. With `serve.token` set, every /v1 request needs `Authorization: Bearer TOKEN`.
+
+Everything but `/v1/ask` is answered by a `LocalClient` over the engine, the same object an
+in-process kiosk uses, so `RemoteEngine` (`shifu kiosk --engine URL`) decodes exactly what a
+local kiosk would read: the protocol of `appliance.engine.client`, never SQL.
 """
 
 from __future__ import annotations
@@ -37,13 +45,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.config import Settings
+from appliance.engine.client import NotFoundError
 from appliance.engine.engine import Engine
+from appliance.engine.local import LocalClient
 from appliance.engine.types import Done, Event
 from appliance.engine.types import Query as EngineQuery
 from appliance.serial.alarm_store import AlarmStore
 from appliance.serial.service import SerialService
 from appliance.server import events
-from appliance.store.opstore import VERDICTS, OpStore
 from kb.errors import InputError, KBError, ShifuError
 from kb.normalize import code_key
 
@@ -86,10 +95,86 @@ class FeedbackIn(Strict):
     audit_id: int = Field(ge=1, le=2**62, description="`audit_id` of the answer.")
     verdict: Literal["fixed", "not_fixed", "call_technician"]
     operator: str = Field(default="", max_length=64, description="Operator or shift id, if signed in.")
+    alarm_id: int | None = Field(default=None, ge=1, le=2**62,
+                                 description="The alarm the answer was opened from, if any.")
 
 
 class FeedbackCreated(Strict):
     id: int
+
+
+class AlarmOut(BaseModel):
+    """An alarm as the kiosk lists it (`appliance.engine.client.Alarm`)."""
+
+    id: int
+    received: float = Field(description="Wall-clock seconds since 1970, for people; order by `id`.")
+    machine_id: str
+    code: str
+    normalized: str
+    message: str
+    raw: str
+    port: str = Field(description="Serial device, `http`, or the input that received it.")
+    status: str
+    repeats: int
+    audit_id: int | None = Field(description="The answer prepared for it, once there is one.")
+    answer_status: str | None = Field(description="pending | ready | failed | throttled, or null.")
+    severity: str = Field(description="info | warning | critical from the active KB; empty when unknown.")
+    title: str = Field(description="The code's title in the active KB (in `lang`); empty when unknown.")
+
+
+class MachineOut(BaseModel):
+    """A machine of the active KB's inventory."""
+
+    machine_id: str
+    machine_model: str
+    line: str
+    location: str
+
+
+class DenseOut(BaseModel):
+    state: Literal["on", "off", "unavailable", "degraded"] = Field(
+        description="on; off (configured); unavailable (no vectors for this embedder); degraded (index broken or "
+        "being rebuilt: full-text search meanwhile)")
+    detail: str
+
+
+class KBStatusOut(BaseModel):
+    version: int | None
+    name: str
+    versions: list[int]
+    counts: dict[str, int]
+    error: str = Field(description="Why no KB is usable; empty when one is.")
+    dense: DenseOut
+
+
+class ModelInfoOut(BaseModel):
+    backend: str
+    base: str
+    base_sha256: str
+    adapter: str | None
+    adapter_sha256: str | None
+    device: str
+    languages: list[str]
+
+
+class ModelStatusOut(BaseModel):
+    state: Literal["loading", "ready", "disabled", "failed"]
+    error: str
+    available: bool
+    info: ModelInfoOut | None
+
+
+class OpstoreStatusOut(BaseModel):
+    counts: dict[str, int] = Field(description="Rows of audit, feedback and alarms.")
+    error: str
+
+
+class StatusOut(BaseModel):
+    """`appliance.engine.client.EngineStatus` on the wire."""
+
+    kb: KBStatusOut
+    model: ModelStatusOut
+    opstore: OpstoreStatusOut
 
 
 class Problem(BaseModel):
@@ -137,40 +222,9 @@ def _openapi_components(schema: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(text))
 
 
-class ModelState:
-    """What /healthz says about the model: set by the warm-up and by answers."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.state = "disabled" if not engine.settings.model.enabled else "loading"
-        self.error = ""
-        self.lock = threading.Lock()
-
-    def warm(self) -> None:
-        error = self.engine.warm()
-        with self.lock:
-            if not self.engine.settings.model.enabled:
-                self.state = "disabled"
-            elif getattr(self.engine, "_backend", None) is not None:
-                self.state, self.error = "ready", ""
-            else:
-                self.state, self.error = "failed", error or "model not loaded"
-
-    def info(self) -> dict[str, Any] | None:
-        backend = getattr(self.engine, "_backend", None)
-        if backend is None:
-            return None
-        try:
-            data = backend.info().to_json()
-        except ShifuError:
-            return None
-        self.state = "ready"
-        return dict(data)
-
-
 def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = None) -> FastAPI:
     """The HTTP app over `engine`; `warm` loads KB and model at start (default from `serve.warm`)."""
-    model_state = ModelState(engine)
+    local = LocalClient(engine)
     do_warm = settings.serve.warm if warm is None else warm
     alarm_service: SerialService | None = None
     if engine.opstore is not None:
@@ -182,7 +236,7 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if do_warm:
-            threading.Thread(target=model_state.warm, name="shifu-serve-warm", daemon=True).start()
+            threading.Thread(target=local.warm, name="shifu-serve-warm", daemon=True).start()
         if alarm_service is not None:
             alarm_service.start()
         try:
@@ -220,14 +274,13 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
     async def input_error(_request: Request, error: InputError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=400)
 
+    @app.exception_handler(NotFoundError)
+    async def not_found(_request: Request, error: NotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=404)
+
     @app.exception_handler(ShifuError)
     async def shifu_error(_request: Request, error: ShifuError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=503)
-
-    def opstore() -> OpStore:
-        if engine.opstore is None:
-            raise HTTPException(503, "no operational database on this server")
-        return engine.opstore
 
     guarded = [Depends(authorize)]
 
@@ -235,31 +288,19 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:
         """Liveness: the server runs; which KB version is active; whether the model is ready."""
-        current = None
-        try:
-            current = engine.versions.current()
-        except (ShifuError, OSError):
-            pass
-        model_state.info()
-        return Health(status="ok", kb_version=current, model=model_state.state)
+        status = local.status()
+        return Health(status="ok", kb_version=status.kb_version, model=status.model_state)
 
-    @app.get("/v1/status", dependencies=guarded, tags=["health"], responses=ERRORS)
-    def status() -> dict[str, Any]:
-        """The KB (version, name, counts, versions), the model (state, ids, hashes) and database counts."""
-        kb: dict[str, Any] = {"version": None, "name": "", "counts": {}, "versions": [], "error": ""}
-        try:
-            kbase = engine.kb()
-            kb.update(version=kbase.version, name=str(kbase.meta.get("name", "")), counts=kbase.counts(),
-                      versions=list(engine.versions.versions()))
-        except ShifuError as error:
-            kb["error"] = str(error)
-        counts: dict[str, Any] = {}
-        if engine.opstore is not None:
-            for table in ("audit", "feedback", "alarms"):
-                counts[table] = engine.opstore.rows(f"SELECT count(*) AS n FROM {table}")[0]["n"]  # noqa: S608
-        info = model_state.info()
-        return {"kb": kb, "model": {"state": model_state.state, "error": model_state.error, "info": info},
-                "opstore": counts}
+    @app.get("/v1/status", dependencies=guarded, response_model=StatusOut, tags=["health"], responses=ERRORS)
+    def status() -> Any:
+        """The KB (version, name, versions, counts, vector index), the model (state, ids, hashes) and database counts."""
+        return local.status().to_json()
+
+    @app.get("/v1/machines", dependencies=guarded, response_model=list[MachineOut], tags=["codes"],
+             responses=ERRORS)
+    def machines() -> Any:
+        """The plant's machines in the active KB (id, model, line, location), by id."""
+        return [m.to_json() for m in local.machines()]
 
     # -- ask -----------------------------------------------------------------------------
     ask_responses: dict[int | str, dict[str, Any]] = {
@@ -280,7 +321,7 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
         """Answer a code or a symptom: standard procedure, repair history, sources and the model's answer."""
         query = EngineQuery(text=body.query, machine_id=body.machine, source="http",
                             lang=body.lang or settings.general.lang)
-        stream = engine.stream(query, use_model=not body.no_llm)
+        stream = local.stream(query, use_model=not body.no_llm)  # the status learns the model from the answers
         # The first step validates the input: a bad query is a 400 before any event is sent.
         first = await run_in_threadpool(_next, stream)
         if "text/event-stream" in request.headers.get("accept", ""):
@@ -326,41 +367,21 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
                                      alarm.message)
         return AlarmCreated(id=event.id, normalized=normalized, answer_status=event.answer_status)
 
-    @app.get("/v1/alarms", dependencies=guarded, tags=["alarms"], responses=ERRORS)
+    @app.get("/v1/alarms", dependencies=guarded, response_model=list[AlarmOut], tags=["alarms"], responses=ERRORS)
     def list_alarms(
         limit: Annotated[int, Query(ge=1, le=500, description="Most rows to return.")] = 50,
         after_id: Annotated[int, Query(ge=0, le=2**62, description="Only alarms with a larger id.")] = 0,
         lang: Annotated[Lang | None, Query(description="Language of the code titles.")] = None,
-    ) -> list[dict[str, Any]]:
-        """Alarms newest first, with the code's severity and title from the active KB."""
-        rows = opstore().alarms(limit=limit, after_id=after_id)
-        try:
-            kbase = engine.kb()
-        except ShifuError:
-            kbase = None
-        for row in rows:
-            row["severity"], row["title"] = "", ""
-            if kbase is not None and row.get("code"):
-                try:
-                    model = kbase.machine_model(str(row.get("machine_id") or ""))
-                    entry = kbase.lookup(str(row["code"]), machine_model=model,
-                                         lang=lang or settings.general.lang).entry
-                except ShifuError:
-                    entry = None
-                if entry is not None:
-                    row["severity"], row["title"] = entry.severity, entry.title
-        return rows
+    ) -> Any:
+        """The newest alarms above `after_id`, newest first, with the code's severity and title from the active KB."""
+        return [a.to_json() for a in local.alarms_since(after_id, limit, lang=lang)]
 
     # -- feedback ------------------------------------------------------------------------
     @app.post("/v1/feedback", dependencies=guarded, status_code=201, response_model=FeedbackCreated,
-              tags=["answers"], responses={**ERRORS, 404: {"model": Problem, "description": "no such answer"}})
+              tags=["answers"], responses={**ERRORS, 404: {"model": Problem, "description": "no such answer or alarm"}})
     def feedback(item: FeedbackIn) -> FeedbackCreated:
         """Record the operator's verdict on an answer (for the technicians and the next training round)."""
-        store = opstore()
-        if not store.rows("SELECT id FROM audit WHERE id = ?", [item.audit_id]):
-            raise HTTPException(404, f"no answer with audit_id {item.audit_id}")
-        assert item.verdict in VERDICTS
-        return FeedbackCreated(id=store.add_feedback(item.audit_id, item.verdict, item.operator))
+        return FeedbackCreated(id=local.feedback(item.audit_id, item.verdict, item.operator, alarm_id=item.alarm_id))
 
     components = _openapi_components(_answer_schema())
 

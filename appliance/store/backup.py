@@ -4,7 +4,8 @@ A backup folder `shifu-backup-<UTC time>/` holds `ops.sqlite` (a consistent copy
 SQLite's online backup API), the config file, the trusted keys, the model registry and the
 import state, plus `backup.json` listing every file with its sha256. Restore checks those
 hashes first and then puts each file in place atomically. Model files and KB versions are
-not included: they come back with the next signed bundle.
+not included: they come back with the next signed bundle. It lives with the operational
+database's schema (`appliance.store.opstore`), whose tables it checks before overwriting.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from appliance.store.opstore import COUNTED
 from kb.errors import ShifuError
 
 BACKUP_FORMAT = 1
@@ -104,7 +106,7 @@ def _put(source: Path, target: Path) -> None:
 def _has_rows(db_path: Path) -> bool:
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        for table in ("audit", "feedback", "alarms"):
+        for table in COUNTED:
             try:
                 if conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():  # noqa: S608
                     return True

@@ -1,5 +1,8 @@
 """`shifu export DEST`: the loop data (audit log, feedback, alarms) as CSV and JSONL.
 
+It lives with the operational database's schema (`appliance.store.opstore`): the KB layer
+knows nothing of the appliance's tables.
+
 The export is a folder `shifu-export-<UTC time>/` written under a temporary name and renamed
 when complete. It holds `audit`, `feedback` and `alarms`, each as `.csv` (UTF-8 with header,
 JSON-valued columns as JSON text) and `.jsonl` (one object per line, JSON-valued columns
@@ -12,7 +15,8 @@ audit.{csv,jsonl} - one row per answered query:
     adapter_sha256, model_available (bool), cached (bool), answer (JSON: generated text or null),
     notices (JSON list), timings (JSON object, milliseconds)
 feedback.{csv,jsonl} - one row per operator verdict:
-    id, audit_id (-> audit.id), verdict (fixed|not_fixed|call_technician), operator, created (ISO), created_unix
+    id, audit_id (-> audit.id), verdict (fixed|not_fixed|call_technician), operator, created (ISO), created_unix,
+    alarm_id (-> alarms.id when the answer was opened from an alarm, else empty)
 alarms.{csv,jsonl} - one row per alarm from a serial port:
     id, received (ISO), received_unix, port, machine_id, raw, code, normalized, message, status, repeats,
     audit_id (-> audit.id or empty)
@@ -40,7 +44,7 @@ TABLES: dict[str, tuple[str, list[str]]] = {
         "kb_version", "passage_ids", "model_id", "model_sha256", "adapter_id", "adapter_sha256",
         "model_available", "cached", "answer", "notices", "timings",
     ]),
-    "feedback": ("created", ["id", "audit_id", "verdict", "operator", "created", "created_unix"]),
+    "feedback": ("created", ["id", "audit_id", "verdict", "operator", "created", "created_unix", "alarm_id"]),
     "alarms": ("received", [
         "id", "received", "received_unix", "port", "machine_id", "raw", "code", "normalized", "message",
         "status", "repeats", "audit_id",

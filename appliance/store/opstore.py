@@ -51,7 +51,16 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_initial]
+def m002_feedback_alarm(db: sqlite_utils.Database) -> None:
+    """Feedback given on an answer opened from an alarm names that alarm."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(feedback)").fetchall()}
+    if "alarm_id" not in columns:
+        db.execute("ALTER TABLE feedback ADD COLUMN alarm_id INTEGER REFERENCES alarms(id)")
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_feedback_alarm]
+COUNTED = ("audit", "feedback", "alarms")
+"""The tables whose row counts the technician screen and `GET /v1/status` show."""
 
 
 class OpStore:
@@ -104,11 +113,16 @@ class OpStore:
     def audit_rows(self, limit: int = 100) -> list[dict[str, Any]]:
         return self.rows("SELECT * FROM audit ORDER BY id DESC LIMIT ?", [limit])
 
-    def add_feedback(self, audit_id: int | None, verdict: str, operator: str = "") -> int:
+    def has_audit(self, audit_id: int) -> bool:
+        return self.db.conn.execute("SELECT 1 FROM audit WHERE id = ?", [audit_id]).fetchone() is not None
+
+    def add_feedback(self, audit_id: int | None, verdict: str, operator: str = "", alarm_id: int | None = None) -> int:
         if verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}")
         return self._insert(
-            "feedback", {"audit_id": audit_id, "verdict": verdict, "operator": operator or None, "created": time.time()}
+            "feedback",
+            {"audit_id": audit_id, "verdict": verdict, "operator": operator or None, "created": time.time(),
+             "alarm_id": alarm_id},
         )
 
     # -- alarms ----------------------------------------------------------------------------
@@ -122,6 +136,13 @@ class OpStore:
 
     def alarms(self, limit: int = 100, after_id: int = 0) -> list[dict[str, Any]]:
         return self.rows("SELECT * FROM alarms WHERE id > ? ORDER BY id DESC LIMIT ?", [after_id, limit])
+
+    def has_alarm(self, alarm_id: int) -> bool:
+        return self.db.conn.execute("SELECT 1 FROM alarms WHERE id = ?", [alarm_id]).fetchone() is not None
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table of `COUNTED`."""
+        return {t: int(self.db.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in COUNTED}  # noqa: S608
 
     # -- imports ---------------------------------------------------------------------------
     def add_import(self, kind: str, path: str, key_id: str, sequence: int | None, result: str, message: str) -> int:

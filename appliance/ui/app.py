@@ -1,4 +1,8 @@
-"""The kiosk app: one operator screen over the headless engine.
+"""The kiosk app: one operator screen over an engine client.
+
+The app talks to the engine only through `appliance.engine.client.EngineClient` (ask,
+alarms since, feedback, status, machines): `LocalClient` in-process, `RemoteEngine` as a
+thin client of `shifu serve`; it behaves the same over either.
 
 Answers run in an exclusive thread worker: a new scan cancels the running answer (the
 worker checks cancellation between events, and every UI update carries the number of the
@@ -12,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -23,7 +28,7 @@ from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from appliance.config import Settings
-from appliance.engine import Engine
+from appliance.engine.client import EngineClient, EngineStatus, Verdict
 from appliance.engine.types import CodeFound, Done, Event, Failed, PassagesFound, Query
 from appliance.sdnotify import notify, watchdog_interval
 from appliance.ui.alarm_watcher import AlarmWatcher
@@ -33,7 +38,7 @@ from appliance.ui.pin import PinGuard, pin_file, verify_pin
 from appliance.ui.scanner import read_entry
 from appliance.ui.screens.pin import PinScreen, PinVerdict
 from appliance.ui.screens.technician import TechnicianScreen
-from appliance.ui.status import EngineStatus, probe_kb, probe_model, serial_ports
+from appliance.ui.status import serial_ports
 from appliance.ui.widgets.alarm_list import AlarmList
 from appliance.ui.widgets.answer_view import AnswerView
 from appliance.ui.widgets.key_bar import KeyBar
@@ -85,7 +90,7 @@ class KioskApp(App[None]):
     def __init__(
         self,
         settings: Settings,
-        engine: Engine,
+        client: EngineClient,
         *,
         kiosk_mode: bool | None = None,
         clock: Callable[[], str] = wall_clock,
@@ -95,7 +100,7 @@ class KioskApp(App[None]):
     ) -> None:
         super().__init__()
         self.settings = settings
-        self.engine = engine
+        self.client = client
         self.kiosk_mode = settings.kiosk.kiosk_mode if kiosk_mode is None else kiosk_mode
         self.clock = clock
         self.monotonic = monotonic
@@ -106,6 +111,7 @@ class KioskApp(App[None]):
         self.pin_guard = PinGuard(settings.kiosk.pin_lockout_attempts, settings.kiosk.pin_lockout_s, clock=monotonic)
         self.serial = 0  # number of the query on screen; events of older queries are dropped
         self.current: Query | None = None
+        self.current_alarm: int | None = None  # the alarm the answer on screen was opened from
         self.pending_verdict: tuple[int, str] | None = None
         self.warm_done = threading.Event()
         self.watch_alarms = watch_alarms
@@ -139,12 +145,11 @@ class KioskApp(App[None]):
         interval = watchdog_interval()
         if interval is not None:
             self.set_interval(interval, lambda: notify("WATCHDOG=1"))
-        if self.watch_alarms and self.engine.opstore is not None:
+        if self.watch_alarms:
             self.watcher = AlarmWatcher(
-                self.engine.opstore.path,
+                self.client,
                 lambda rows: self.post_message(AlarmsArrived(rows)),
                 interval=self.settings.kiosk.alarm_poll_s,
-                kb=self.engine.kb,
                 lang=self.lang,
             )
             self.watcher.start()
@@ -174,16 +179,15 @@ class KioskApp(App[None]):
     # -- model and KB warm-up --------------------------------------------------------------
     @work(thread=True, exit_on_error=False, group="warm")
     def warm(self) -> None:
-        """Open the KB and load the model before the first question (seconds, off the UI thread)."""
+        """Show the status at once, then open the KB and load the model before the first question."""
         try:
-            probe_kb(self.engine, self.status)
-            self.call_from_thread(self._status_changed)
-            probe_model(self.engine, self.status)
+            self.call_from_thread(self._status_changed, self.client.status())
+            self.call_from_thread(self._status_changed, self.client.warm())
         finally:
             self.warm_done.set()
-        self.call_from_thread(self._status_changed)
 
-    def _status_changed(self) -> None:
+    def _status_changed(self, status: EngineStatus) -> None:
+        self.status = status
         bar = self.query_one(StatusBar)
         bar.status = self.status
         bar.refresh_text()
@@ -218,11 +222,15 @@ class KioskApp(App[None]):
         if operator:
             self.notify(label(self.lang, "operator_set", op=operator))
 
-    def ask(self, query: Query) -> None:
-        """Show a new answer at once and start it; the previous answer's worker is cancelled."""
+    def ask(self, query: Query, alarm: int | None = None) -> None:
+        """Show a new answer at once and start it; the previous answer's worker is cancelled.
+
+        `alarm` is the id of the alarm the question was opened from (its feedback names it).
+        """
         self._drop_pending()
         self.serial += 1
         self.current = query
+        self.current_alarm = alarm
         self._stop_flash()
         self.query_one(AnswerView).start(query.text)
         self.answer_worker(query, self.serial)
@@ -230,7 +238,7 @@ class KioskApp(App[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="answer")
     def answer_worker(self, query: Query, serial: int) -> None:
         worker = get_current_worker()
-        stream = self.engine.stream(query)
+        stream = self.client.stream(query)
         try:
             for event in stream:
                 if worker.is_cancelled:
@@ -265,7 +273,7 @@ class KioskApp(App[None]):
             pending_serial, verdict = self.pending_verdict
             self.pending_verdict = None
             if pending_serial == serial:
-                self.store_feedback(event.answer.audit_id, verdict)
+                self.store_feedback(event.answer.audit_id, verdict, self.current_alarm)
 
     def _on_failure(self, serial: int, message: str) -> None:
         if serial != self.serial:
@@ -292,7 +300,8 @@ class KioskApp(App[None]):
         alarm = message.alarm
         text = str(alarm.get("code") or alarm.get("raw") or "").strip()
         if text:
-            self.ask(Query(text=text, machine_id=str(alarm.get("machine_id") or ""), source="serial", lang=self.lang))
+            query = Query(text=text, machine_id=str(alarm.get("machine_id") or ""), source="serial", lang=self.lang)
+            self.ask(query, alarm=int(alarm["id"]))
             self.query_one("#query", Input).focus()
 
     def action_focus_alarms(self) -> None:
@@ -336,7 +345,7 @@ class KioskApp(App[None]):
             self.pending_verdict = (self.serial, verdict)
             self.notify(label(self.lang, "fb_pending", verdict=name))
         else:
-            self.store_feedback(state.audit_id, verdict)
+            self.store_feedback(state.audit_id, verdict, self.current_alarm)
         if verdict == "call_technician" and state is not None:
             self.bell()
 
@@ -346,14 +355,13 @@ class KioskApp(App[None]):
             self.notify(label(self.lang, "fb_dropped"), severity="warning")
 
     @work(thread=True, exit_on_error=False, group="feedback")
-    def store_feedback(self, audit_id: int | None, verdict: str) -> None:
-        """Write the verdict off the UI thread (synchronous=FULL waits for the disk)."""
+    def store_feedback(self, audit_id: int | None, verdict: str, alarm: int | None = None) -> None:
+        """Write the verdict off the UI thread (synchronous=FULL waits for the disk, or the server)."""
         lang, name = self.lang, label(self.lang, f"verdict_{verdict}")
-        store = self.engine.opstore
         try:
-            if store is None:
-                raise ShifuError("no operational database")
-            store.add_feedback(audit_id, verdict, self.operator)
+            if audit_id is None:
+                raise ShifuError("this answer has no audit record (the audit log could not be written); ask again")
+            self.client.feedback(audit_id, cast(Verdict, verdict), self.operator, alarm_id=alarm)
         except Exception as error:
             self.call_from_thread(self.notify, label(lang, "fb_failed", error=error), severity="error")
             return
@@ -378,7 +386,8 @@ class KioskApp(App[None]):
                     machine_id=self.current.machine_id,
                     source=self.current.source,
                     lang=self.lang,
-                )
+                ),
+                alarm=self.current_alarm,
             )
 
     def action_clear(self) -> None:
@@ -388,6 +397,7 @@ class KioskApp(App[None]):
         self.workers.cancel_group(self, "answer")
         self.serial += 1
         self.current = None
+        self.current_alarm = None
         self._stop_flash()
         self.query_one("#answer-header").remove_class("critical")
         self.query_one(AnswerView).clear()
@@ -433,12 +443,12 @@ class KioskApp(App[None]):
 
     def _pin_done(self, ok: bool | None) -> None:
         if ok:
-            self.push_screen(TechnicianScreen(self.lang, self.settings, self.engine, self.status, self.monotonic))
+            self.push_screen(TechnicianScreen(self.lang, self.settings, self.client, self.status, self.monotonic))
 
 
 def make_app(
     settings: Settings,
-    engine: Engine,
+    client: EngineClient,
     *,
     kiosk_mode: bool | None = None,
     clock: Callable[[], str] = wall_clock,
@@ -446,10 +456,11 @@ def make_app(
     pin_path: Path | None = None,
     watch_alarms: bool = True,
 ) -> KioskApp:
-    """Build the kiosk app; tests inject clocks, the PIN file and whether alarms are watched."""
+    """Build the kiosk app over `client` (`LocalClient(engine)` or `RemoteEngine(url, ...)`); tests inject
+    clocks, the PIN file and whether alarms are watched."""
     return KioskApp(
         settings,
-        engine,
+        client,
         kiosk_mode=kiosk_mode,
         clock=clock,
         monotonic=monotonic,

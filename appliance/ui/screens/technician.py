@@ -17,9 +17,15 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from appliance.config import Settings
-from appliance.engine import Engine
+from appliance.engine.client import EngineClient, EngineStatus
 from appliance.ui.labels import label
-from appliance.ui.status import EngineStatus, opstore_counts, probe_kb, serial_ports
+from appliance.ui.status import serial_ports
+
+DENSE = {"zh-TW": "向量索引", "en": "vector index"}
+DENSE_STATE = {
+    "zh-TW": {"on": "使用中", "off": "已關閉", "unavailable": "無", "degraded": "受損，暫以全文檢索"},
+    "en": {"on": "in use", "off": "off", "unavailable": "none", "degraded": "damaged, full-text search meanwhile"},
+}
 
 
 class TechnicianScreen(Screen[None]):
@@ -30,16 +36,17 @@ class TechnicianScreen(Screen[None]):
     ]
 
     def __init__(
-        self, lang: str, settings: Settings, engine: Engine, status: EngineStatus, clock: Callable[[], float]
+        self, lang: str, settings: Settings, client: EngineClient, status: EngineStatus, clock: Callable[[], float]
     ) -> None:
         super().__init__()
         self.lang = lang
         self.settings = settings
-        self.engine = engine
+        self.client = client
         self.status = status
         self.clock = clock
         self.last_activity = clock()
-        self.db_counts: dict[str, object] = {}
+        self.refreshed = False
+        """True once the status was re-read for this screen (the database counts are current)."""
 
     def compose(self) -> ComposeResult:
         yield Static(id="tech-title")
@@ -59,13 +66,13 @@ class TechnicianScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="technician")
     def refresh_status(self) -> None:
-        """Re-read the KB and the database off the UI thread (the model is not reloaded here)."""
-        probe_kb(self.engine, self.status)
-        counts = opstore_counts(self.engine)
-        self.app.call_from_thread(self._refreshed, counts)
+        """Re-read the engine's status off the UI thread (nothing is loaded or reloaded here)."""
+        status = self.client.status()
+        self.app.call_from_thread(self._refreshed, status)
 
-    def _refreshed(self, counts: dict[str, object]) -> None:
-        self.db_counts = counts
+    def _refreshed(self, status: EngineStatus) -> None:
+        self.status = status
+        self.refreshed = True
         self.draw()
 
     def draw(self) -> None:
@@ -86,6 +93,9 @@ class TechnicianScreen(Screen[None]):
             text.append(f"  {label(lang, 'active')} {label(lang, 'version')} {s.kb_version} {s.kb_name}\n")
             text.append(f"  {label(lang, 'versions')}: {', '.join(str(v) for v in s.kb_versions)}\n")
             text.append(f"  {label(lang, 'counts')}: {counts}\n")
+            states = DENSE_STATE.get(lang, DENSE_STATE["en"])
+            dense = f"  {DENSE.get(lang, DENSE['en'])}: {states[s.dense]}"
+            text.append(f"{dense} ({s.dense_detail})\n" if s.dense_detail else f"{dense}\n")
         head("tech_model")
         if s.model_state == "ready":
             text.append(f"  {s.model_id} · {label(lang, 'device')} {s.model_device} · sha256 {s.model_sha256[:16]}\n")
@@ -101,7 +111,9 @@ class TechnicianScreen(Screen[None]):
             state = label(lang, "exists" if port.present else "missing")
             text.append(f"  {port.device} ({port.role} {port.machine}): {state}\n")
         head("tech_db")
-        text.append("  " + ", ".join(f"{k} {v}" for k, v in self.db_counts.items()) + "\n")
+        if s.opstore_error:
+            text.append(f"  {s.opstore_error}\n", style="bold red")
+        text.append("  " + ", ".join(f"{k} {v}" for k, v in s.opstore_counts.items()) + "\n")
         text.append(f"\n{label(lang, 'tech_bundle')}\n", style="italic")
         return text
 
