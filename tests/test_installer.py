@@ -15,11 +15,14 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -237,8 +240,20 @@ def test_upgrade_from_a_signed_software_bundle(root: Path, folder: Path, workdir
     rewrite_checksums(newer)
     bundle = workdir / "software-bundle"
     env = {**shifu_env(root), "SHIFU_HOME": str(workdir / "engineer"), "HOME": str(workdir / "engineer")}
-    run([str(Path(sys.executable).parent / "shifu"), "bundle", "build", "--software", str(newer), "--sign", str(key),
-         "--out", str(bundle)], env=env)
+    run(
+        [
+            str(Path(sys.executable).parent / "shifu"),
+            "bundle",
+            "build",
+            "--software",
+            str(newer),
+            "--sign",
+            str(key),
+            "--out",
+            str(bundle),
+        ],
+        env=env,
+    )
     before = os.readlink(root / "opt/shifu")
 
     tampered = linked_copy(bundle, workdir / "software-bundle-tampered")
@@ -246,16 +261,25 @@ def test_upgrade_from_a_signed_software_bundle(root: Path, folder: Path, workdir
     text = info.read_text()
     info.unlink()  # never write through the hard link into the good bundle
     info.write_text(text.replace("29991231T000001Z", "29991231T000002Z"))
-    refused = run(offline([sys.executable, str(folder / "install"), "upgrade", "--bundle", str(tampered),
-                           "--root", str(root)]), check=False)
+    refused = run(
+        offline([sys.executable, str(folder / "install"), "upgrade", "--bundle", str(tampered), "--root", str(root)]),
+        check=False,
+    )
     assert refused.returncode != 0 and "failed verification" in refused.stderr, refused.stderr[-2000:]
     assert os.readlink(root / "opt/shifu") == before
 
-    result = run(offline([sys.executable, str(folder / "install"), "upgrade", "--bundle", str(bundle),
-                          "--root", str(root)]))
+    result = run(
+        offline([sys.executable, str(folder / "install"), "upgrade", "--bundle", str(bundle), "--root", str(root)])
+    )
     assert "bundle: signature and hashes verified" in result.stdout
     assert os.readlink(root / "opt/shifu") == "shifu-releases/0.1.0-29991231T000001Z"
     assert installed_shifu(root, "kb", "versions", "--json").returncode == 0
+    assert not list((root / "var/lib/shifu-root/staging").iterdir()), "the staged copy is removed after install"
+    replay = run(
+        offline([sys.executable, str(folder / "install"), "upgrade", "--bundle", str(bundle), "--root", str(root)]),
+        check=False,
+    )
+    assert replay.returncode == 1 and "a replay" in replay.stderr, replay.stderr[-2000:]
     shutil.rmtree(newer)
     shutil.rmtree(tampered)
 
@@ -287,3 +311,173 @@ def test_uninstall_keeps_data_unless_purged(root: Path) -> None:
     assert (root / "var/lib/shifu/kb/current").is_symlink() and audit_rows(root) >= 2
     run([sys.executable, str(BUILD.parent / "install"), "uninstall", "--purge", "--root", str(root)])
     assert not (root / "etc/shifu").exists() and not (root / "var/lib/shifu").exists()
+
+
+# -- software bundles: root-only staging, anti-downgrade (no wheelhouse needed) --------------
+SERVICE_UID = 64123  # stands for the `shifu` service account (a compromised kiosk or server)
+ATTACK = r"""
+import json, os, sys
+staged, stop = sys.argv[1], sys.argv[2]
+tried = []
+def evil(path):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "build-info.json"), "w") as out:
+        out.write(json.dumps({"shifu": "0.1.0", "build_id": "EVIL"}))
+try:
+    with open(os.path.join(staged, "build-info.json"), "w") as out:
+        out.write("{}")
+    tried.append(["write in place", "ok"])
+except OSError as error:
+    tried.append(["write in place", type(error).__name__])
+folder = staged
+while folder != stop and len(folder) > len(stop):
+    try:
+        os.rename(folder, folder + ".verified")
+        evil(staged)
+        tried.append(["swap " + folder, "ok"])
+        break
+    except OSError as error:
+        tried.append(["swap " + folder, type(error).__name__])
+    folder = os.path.dirname(folder)
+print(json.dumps(tried))
+"""
+
+
+def load_installer() -> Any:
+    """installer/install as a module (it is a script without a .py suffix)."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader("shifu_installer", str(REPO / "installer" / "install"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[loader.name] = module  # dataclasses look their module up there
+    loader.exec_module(module)
+    return module
+
+
+def repo_shifu(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIFU_")}
+    env.update(SHIFU_HOME=str(home), HOME=str(home))
+    return run([str(Path(sys.executable).parent / "shifu"), *args], env=env)
+
+
+@pytest.fixture()
+def appliance_root() -> Iterator[tuple[Path, Path]]:
+    """A ROOT whose installed `shifu` is this checkout's, with one trusted key and a state folder
+    owned by the service account (as `chown_state` leaves it); and the engineer's signing key."""
+    if os.geteuid() != 0:
+        pytest.skip("root-only staging needs root, and the attacker must run as another user")
+    base = Path(tempfile.mkdtemp(prefix="shifu-staging-test-"))
+    base.chmod(0o755)  # like /: the service account can walk to var/lib
+    root = base / "root"
+    (root / "opt/shifu/bin").mkdir(parents=True)
+    wrapper = root / "opt/shifu/bin/shifu"
+    wrapper.write_text(f'#!/bin/sh\nexec {Path(sys.executable).parent / "shifu"} "$@"\n')
+    wrapper.chmod(0o755)
+    signer = base / "signer"
+    signer.mkdir(mode=0o700)
+    repo_shifu("bundle", "keygen", "--out", str(signer), "--name", "release", home=base / "engineer")
+    (root / "etc/shifu/keys").mkdir(parents=True)
+    shutil.copy2(signer / "release.pub", root / "etc/shifu/keys/release.pub")
+    state = root / "var/lib/shifu"
+    state.mkdir(parents=True)
+    os.symlink("../../../etc/shifu/keys", state / "keys")
+    os.chown(state, SERVICE_UID, SERVICE_UID)
+    yield root, signer / "release.key"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def software_bundle(root: Path, key: Path, build_id: str, sequence: int) -> Path:
+    src = root.parent / f"software-{build_id}"
+    src.mkdir()
+    (src / "build-info.json").write_text(json.dumps({"shifu": "0.1.0", "build_id": build_id}))
+    out = root.parent / f"bundle-{build_id}"
+    repo_shifu(
+        "bundle",
+        "build",
+        "--software",
+        str(src),
+        "--sign",
+        str(key),
+        "--sequence",
+        str(sequence),
+        "--out",
+        str(out),
+        home=root.parent / "engineer",
+    )
+    return out
+
+
+def test_staged_software_cannot_be_swapped_by_the_service_account(
+    appliance_root: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the signature check and pip, a process running as `shifu` tries to replace what was
+    verified; it cannot, and the folder handed to the install is the verified one."""
+    import threading
+
+    root, key = appliance_root
+    installer = load_installer()
+    bundle = software_bundle(root, key, "29991231T000003Z", 3)
+    pause = root.parent / "pause"
+    pause.mkdir(mode=0o700)
+    monkeypatch.setenv("SHIFU_INSTALLER_TEST_PAUSE", str(pause))
+    handed: dict[str, Any] = {}
+
+    def upgrade() -> None:
+        handed["staged"] = installer.software_from_bundle(bundle, installer.Target(root))
+
+    worker = threading.Thread(target=upgrade)
+    worker.start()
+    for _ in range(1200):
+        if (pause / "staged").exists() or not worker.is_alive():
+            break
+        time.sleep(0.1)
+    assert (pause / "staged").exists(), "the installer never paused between verification and install"
+    staged = (pause / "staged").read_text()
+    attack = subprocess.run(
+        ["/usr/bin/python3", "-c", ATTACK, staged, str(root)],
+        capture_output=True,
+        text=True,
+        user=SERVICE_UID,
+        group=SERVICE_UID,
+        extra_groups=[],
+        timeout=60,
+    )
+    (pause / "resume").touch()
+    worker.join(120)
+    tried = json.loads(attack.stdout)
+    assert tried and all(outcome != "ok" for _, outcome in tried), tried
+    folder = handed["staged"].folder
+    assert str(folder) == staged
+    assert json.loads((folder / "build-info.json").read_text())["build_id"] == "29991231T000003Z"
+    staging = root / "var/lib/shifu-root/staging"
+    assert folder.is_relative_to(staging)
+    for path in (root / "var/lib/shifu-root", staging):
+        info = path.lstat()
+        assert info.st_uid == 0 and stat.S_IMODE(info.st_mode) == 0o700, path
+
+
+def test_older_or_replayed_software_bundle_is_refused(appliance_root: tuple[Path, Path]) -> None:
+    root, key = appliance_root
+    installer = load_installer()
+    target = installer.Target(root)
+    newer = software_bundle(root, key, "29991231T000005Z", 5)
+    older = software_bundle(root, key, "29991231T000004Z", 4)
+    staged = installer.software_from_bundle(newer, target)
+    installer.record_software(target, staged, "0.1.0-29991231T000005Z")
+    for bundle, what in ((newer, "a replay"), (older, "a downgrade")):
+        with pytest.raises(installer.InstallError, match=what) as refused:
+            installer.software_from_bundle(bundle, target)
+        assert "sequence 5" in str(refused.value) and "--allow-downgrade" in str(refused.value)
+    assert not list((root / "var/lib/shifu-root/staging").iterdir()), "a refused bundle leaves no staged copy"
+    rollback = installer.software_from_bundle(older, target, allow_downgrade=True)
+    installer.record_software(target, rollback, "0.1.0-29991231T000004Z")
+    record = root / "var/lib/shifu-root/software-sequence.json"
+    assert record.stat().st_uid == 0 and stat.S_IMODE(record.stat().st_mode) == 0o600
+    data = json.loads(record.read_text())
+    assert data["keys"][staged.key_id] == 5, "a rollback never lowers the highest sequence"
+    assert [h["sequence"] for h in data["history"]] == [5, 4] and data["history"][1]["downgrade"] is True
+    with pytest.raises(installer.InstallError, match="a downgrade"):
+        installer.software_from_bundle(older, target)
