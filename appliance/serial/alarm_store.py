@@ -10,6 +10,7 @@ Columns added to `alarms`:
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -58,6 +59,11 @@ class NewAlarm:
     normalized: str
     message: str
     answer_status: str | None = None
+    source: str = ""
+    """`serial:PORT`, `opcua:ENDPOINT`, `mqtt:TOPIC`, `http`; empty: `serial:` + port."""
+    status: str = "new"
+    message_key: str | None = None
+    payload: bytes | None = None
 
 
 class Batch:
@@ -69,8 +75,8 @@ class Batch:
 
     def insert(self, alarm: NewAlarm) -> int:
         cursor = self._conn.execute(
-            "INSERT INTO alarms (received, port, machine_id, raw, code, normalized, message, answer_status)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO alarms (received, port, machine_id, raw, code, normalized, message, answer_status,"
+            " source, status, message_key, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 self._now,
                 alarm.port,
@@ -80,9 +86,20 @@ class Batch:
                 alarm.normalized,
                 alarm.message,
                 alarm.answer_status,
+                alarm.source or f"serial:{alarm.port}",
+                alarm.status,
+                alarm.message_key,
+                alarm.payload,
             ],
         )
         return int(cursor.lastrowid or 0)
+
+    def by_message_key(self, key: str, since: float) -> int | None:
+        """The alarm stored for this message identity since wall-clock `since` (a redelivery), if any."""
+        row = self._conn.execute(
+            "SELECT id FROM alarms WHERE message_key = ? AND received >= ? ORDER BY id DESC LIMIT 1", [key, since]
+        ).fetchone()
+        return int(row[0]) if row else None
 
     def repeat(self, alarm_id: int) -> None:
         self._conn.execute(
@@ -121,8 +138,12 @@ class AlarmStore:
             )
 
     def alarms(self, limit: int = 100, after_id: int = 0) -> list[dict[str, Any]]:
-        """Newest first."""
-        return self.opstore.alarms(limit=limit, after_id=after_id)
+        """Newest first; an unparsed payload's bytes as base64 text (so the rows print as JSON)."""
+        rows = self.opstore.alarms(limit=limit, after_id=after_id)
+        for row in rows:
+            if isinstance(row.get("payload"), bytes):
+                row["payload"] = base64.b64encode(row["payload"]).decode("ascii")
+        return rows
 
     def alarm(self, alarm_id: int) -> dict[str, Any] | None:
         rows = self.opstore.rows("SELECT * FROM alarms WHERE id = ?", [alarm_id])

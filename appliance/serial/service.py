@@ -1,16 +1,12 @@
-"""The serial service: readers for every port, alarms stored first, answers prepared after.
+"""The serial service: readers for every port; their alarms go through the store-first intake.
 
-Order for every alarm line: store it (one SQLite transaction per chunk read, committed
-with synchronous=FULL) -> tell in-process listeners -> queue its answer. A repeat of the
-same alarm within `serial.duplicate_window_s` increments the stored row's `repeats`
-instead of adding a row. The per-port token bucket limits only how many answers are
-prepared (the others are marked `throttled`; the kiosk answers them when opened, steps
-2-4 take milliseconds); storage is never limited.
-
-Answers are prepared by one worker thread through `Engine.answer` at priority 1, so the
-operator's questions go first through the engine's gate. Scanner ports produce scans:
-queued in `scans` (in-process), passed to `on_scan`, and with `store_scans` written to the
-`scans` table for a kiosk in another process.
+Each reader thread only reads and hands a chunk's alarms to `appliance.intake.Intake`, which
+stores them (one SQLite transaction per chunk, synchronous=FULL), counts repeats inside
+`serial.duplicate_window_s`, tells listeners and queues answers for its one background worker
+(priority 1, behind the operators' questions). The per-port token bucket limits only how many
+answers are prepared (the others are marked `throttled`; the kiosk answers them when opened);
+storage is never limited. Scanner ports produce scans: queued in `scans` (in-process), passed
+to `on_scan`, and with `store_scans` written to the `scans` table for a kiosk in another process.
 """
 
 from __future__ import annotations
@@ -25,10 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.config import Settings
-from appliance.serial.alarm_store import AlarmStore, NewAlarm
-from appliance.serial.rate import DuplicateFilter, TokenBucket
+from appliance.intake.intake import Intake
+from appliance.intake.message import AlarmIn
+from appliance.serial.alarm_store import AlarmStore
+from appliance.serial.rate import TokenBucket
 from appliance.serial.reader import Opener, PortReader, Received, open_port
-from appliance.serial.status import PortStatus, snapshot, status_path, write_status
+from appliance.serial.status import snapshot, status_path, write_status
 from appliance.serial_settings import PortSettings
 
 if TYPE_CHECKING:
@@ -37,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("shifu.serial")
 
 MAX_UNSAVED = 100_000
-ANSWER_PRIORITY = 1
 
 
 @dataclass(frozen=True)
@@ -66,21 +63,17 @@ class ScanEvent:
 
 @dataclass
 class _PortState:
-    dups: DuplicateFilter
     bucket: TokenBucket
     unsaved: list[Received] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _AnswerJob:
-    alarm_id: int
-    code: str
-    machine_id: str
-    status: PortStatus | None
-    source: str = "serial"  # the audit row's source: serial, or http for alarms posted to `shifu serve`
-
-
 class SerialService:
+    """Serial ports read by their own threads, their alarms handed to the store-first `Intake`.
+
+    Without `intake`, the service makes its own (and starts and stops it); `shifu intake` passes
+    the one intake every input of the process shares.
+    """
+
     def __init__(
         self,
         settings: Settings,
@@ -95,6 +88,7 @@ class SerialService:
         on_scan: Callable[[ScanEvent], None] | None = None,
         on_answer: Callable[[int, Any], None] | None = None,
         opener: Opener = open_port,
+        intake: Intake | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -109,21 +103,18 @@ class SerialService:
         cfg = settings.serial
         chosen = cfg.ports if ports is None else ports  # [] : no ports (the HTTP server's alarms only)
         self.readers = [PortReader(p, cfg, self.handle, opener=opener) for p in chosen]
-        self._state = {
-            id(r): _PortState(
-                DuplicateFilter(cfg.duplicate_window_s), TokenBucket(cfg.answers_per_minute, cfg.answer_burst)
-            )
-            for r in self.readers
-        }
-        self._answers: queue.Queue[_AnswerJob] = queue.Queue(maxsize=cfg.answer_queue)
+        self._state = {id(r): _PortState(TokenBucket(cfg.answers_per_minute, cfg.answer_burst)) for r in self.readers}
+        self._own_intake = intake is None
+        self.intake = intake or Intake(settings, store, engine=engine, on_answer=on_answer)
+        for reader in self.readers:
+            self.intake.register(_source(reader), reader.status)
         self._stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> SerialService:
-        if self.engine is not None:
-            self._resume_pending()
-            self._threads.append(threading.Thread(target=self._answer_loop, name="serial-answers", daemon=True))
+        if self._own_intake:
+            self.intake.start()
         if self.write_status_file:
             self._threads.append(threading.Thread(target=self._status_loop, name="serial-status", daemon=True))
         for thread in self._threads:
@@ -132,20 +123,14 @@ class SerialService:
             reader.start()
         return self
 
-    def _resume_pending(self) -> None:
-        """Queue again the answers a previous run accepted but did not finish (service restart)."""
-        statuses = {r.port.label(): r.status for r in self.readers}
-        for row in reversed(self.store.pending_answers(self._answers.maxsize)):
-            self._answers.put_nowait(
-                _AnswerJob(row["id"], row["code"] or "", row["machine_id"] or "", statuses.get(row["port"]))
-            )
-
     def stop(self) -> None:
         for reader in self.readers:
             reader.stop()
         self._stop_event.set()
         for thread in self._threads:
             thread.join(timeout=30)
+        if self._own_intake:
+            self.intake.stop()
         if self.write_status_file:
             self._write_status()
 
@@ -160,94 +145,58 @@ class SerialService:
         return snapshot([r.status for r in self.readers], self.settings.serial.status_interval_s)
 
     def answers_waiting(self) -> int:
-        return self._answers.qsize()
+        return self.intake.answers_waiting()
 
     # -- the sink every reader calls from its own thread ------------------------------------
     def handle(self, reader: PortReader, received: list[Received]) -> None:
+        """Hand a chunk's alarms to the intake (kept for the next chunk if they cannot be stored)."""
         state = self._state[id(reader)]
         alarms = state.unsaved + [r for r in received if r.parsed.kind == "alarm"]
         scans = [r for r in received if r.parsed.kind == "scan"]
         state.unsaved = []
+        port = reader.port
+        source = _source(reader)
         try:
-            events, jobs = self._store(reader, state, alarms, scans)
+            stored = self.intake.submit(
+                [
+                    AlarmIn(
+                        source=source, machine_id=r.parsed.machine or port.machine, code=r.parsed.code,
+                        normalized=r.parsed.normalized, message=r.parsed.message, raw=r.line.text.strip(),
+                        port=port.label(),
+                    )
+                    for r in alarms
+                ],
+                allow=state.bucket.allow,
+            )
+            if self.store_scans and scans:
+                with self.store.batch() as batch:
+                    for scan in scans:
+                        batch.scan(port.label(), port.machine, scan.parsed.message)
         except sqlite3.Error as error:
             reader.status.add("store_errors")
             state.unsaved = alarms[-MAX_UNSAVED:]
             log.error(
                 "serial %s: cannot store %d alarms (%s); will retry with the next line",
-                reader.port.label(),
+                port.label(),
                 len(alarms),
                 error,
             )
             return
-        for event in events:
-            self._notify(self.on_alarm, event)
+        fresh = sum(1 for s in stored if not s.repeat)
+        reader.status.add("alarms", fresh)
+        reader.status.add("repeats", len(stored) - fresh)
+        reader.status.add("scans", len(scans))
+        for item in stored:
+            a = item.alarm
+            self._notify(
+                self.on_alarm,
+                AlarmEvent(item.id, a.port, a.machine_id, a.code, a.normalized, a.message, repeat=item.repeat,
+                           answer_status=item.answer_status),
+            )
         for scan in scans:
-            scan_event = ScanEvent(scan.parsed.message, reader.port.label(), reader.port.machine)
+            scan_event = ScanEvent(scan.parsed.message, port.label(), port.machine)
             self.scans.put(scan_event)
             self._notify(self.on_scan, scan_event)
-        for job in jobs:
-            try:
-                self._answers.put_nowait(job)
-            except queue.Full:
-                reader.status.add("throttled")
-                self.store.set_answer(job.alarm_id, "throttled")
-
-    def _store(
-        self, reader: PortReader, state: _PortState, alarms: list[Received], scans: list[Received]
-    ) -> tuple[list[AlarmEvent], list[_AnswerJob]]:
-        port = reader.port
-        label = port.label()
-        events: list[AlarmEvent] = []
-        jobs: list[_AnswerJob] = []
-        fresh: dict[tuple[str, str], int] = {}
-        throttled = 0
-        room = self._answers.maxsize - self._answers.qsize()
-        with self.store.batch() as batch:
-            for item in alarms:
-                parsed = item.parsed
-                machine = parsed.machine or port.machine
-                key = (machine, parsed.normalized)
-                existing = fresh.get(key) or state.dups.existing(key)
-                if existing is not None:
-                    batch.repeat(existing)
-                    events.append(
-                        AlarmEvent(
-                            existing, label, machine, parsed.code, parsed.normalized, parsed.message, repeat=True
-                        )
-                    )
-                    continue
-                answer: str | None = None
-                if self.engine is not None:
-                    if len(jobs) < room and state.bucket.allow():
-                        answer = "pending"
-                    else:
-                        answer = "throttled"
-                        throttled += 1
-                alarm_id = batch.insert(
-                    NewAlarm(
-                        label, machine, item.line.text.strip(), parsed.code, parsed.normalized, parsed.message, answer
-                    )
-                )
-                fresh[key] = alarm_id
-                events.append(
-                    AlarmEvent(
-                        alarm_id, label, machine, parsed.code, parsed.normalized, parsed.message, answer_status=answer
-                    )
-                )
-                if answer == "pending":
-                    jobs.append(_AnswerJob(alarm_id, parsed.code, machine, reader.status))
-            if self.store_scans:
-                for scan in scans:
-                    batch.scan(label, port.machine, scan.parsed.message)
-        # Committed: only now does anything else happen to these alarms.
-        for key, alarm_id in fresh.items():
-            state.dups.remember(key, alarm_id)
-        reader.status.add("alarms", len(fresh))
-        reader.status.add("repeats", len(events) - len(fresh))
-        reader.status.add("throttled", throttled)
-        reader.status.add("scans", len(scans))
-        return events, jobs
 
     @staticmethod
     def _notify(callback: Callable[[Any], None] | None, event: Any) -> None:
@@ -259,55 +208,16 @@ class SerialService:
             log.exception("serial listener failed")
 
     def accept(self, port: str, machine_id: str, raw: str, code: str, normalized: str, message: str) -> AlarmEvent:
-        """An alarm that came another way (HTTP from a gateway or the MES), handled like a serial one:
+        """An alarm that came another way (HTTP from a gateway or the MES), through the same intake:
         stored first, then its answer queued for the background worker (throttled when the queue is full)."""
-        answer: str | None = None
-        if self.engine is not None:
-            answer = "throttled" if self._answers.full() else "pending"
-        with self.store.batch() as batch:
-            alarm_id = batch.insert(NewAlarm(port, machine_id, raw, code, normalized, message, answer))
-        if answer == "pending":
-            try:
-                self._answers.put_nowait(_AnswerJob(alarm_id, code, machine_id, None, source=port))
-            except queue.Full:
-                answer = "throttled"
-                self.store.set_answer(alarm_id, answer)
-        event = AlarmEvent(alarm_id, port, machine_id, code, normalized, message, answer_status=answer)
+        stored = self.intake.submit(
+            [AlarmIn(source=port, machine_id=machine_id, code=code, normalized=normalized, message=message, raw=raw,
+                     port=port)]
+        )[0]
+        event = AlarmEvent(stored.id, port, machine_id, code, normalized, message, repeat=stored.repeat,
+                           answer_status=stored.answer_status)
         self._notify(self.on_alarm, event)
         return event
-
-    # -- background work ---------------------------------------------------------------------
-    def _answer_loop(self) -> None:
-        from appliance.engine.types import Query
-
-        assert self.engine is not None
-        lang = self.settings.general.lang
-        while not self._stop_event.is_set():
-            try:
-                job = self._answers.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            answer = None
-            try:
-                query = Query(job.code, machine_id=job.machine_id, source=job.source, lang=lang,
-                              priority=ANSWER_PRIORITY)
-                answer = self.engine.answer(query)
-                self.store.set_answer(job.alarm_id, "ready", answer.audit_id)
-                if job.status is not None:
-                    job.status.add("answers_ready")
-            except Exception as error:  # the alarm is stored; the kiosk can still answer it live
-                log.warning("serial: could not prepare the answer for alarm %d: %s", job.alarm_id, error)
-                if job.status is not None:
-                    job.status.add("answers_failed")
-                try:
-                    self.store.set_answer(job.alarm_id, "failed")
-                except sqlite3.Error:
-                    log.exception("serial: cannot mark alarm %d failed", job.alarm_id)
-            if self.on_answer is not None:
-                try:
-                    self.on_answer(job.alarm_id, answer)
-                except Exception:
-                    log.exception("serial answer listener failed")
 
     def _status_loop(self) -> None:
         interval = self.settings.serial.status_interval_s
@@ -321,3 +231,7 @@ class SerialService:
             write_status(self.status(), self.status_file or status_path())
         except OSError as error:
             log.warning("serial: cannot write the status file: %s", error)
+
+
+def _source(reader: PortReader) -> str:
+    return f"serial:{reader.port.label()}"

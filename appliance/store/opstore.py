@@ -58,7 +58,28 @@ def m002_feedback_alarm(db: sqlite_utils.Database) -> None:
         db.execute("ALTER TABLE feedback ADD COLUMN alarm_id INTEGER REFERENCES alarms(id)")
 
 
-MIGRATIONS: list[Migration] = [m001_initial, m002_feedback_alarm]
+def m003_alarm_source(db: sqlite_utils.Database) -> None:
+    """Every alarm names the input it came from (`serial:PORT`, `opcua:ENDPOINT`, `mqtt:TOPIC`, `http`).
+
+    Also `message_key` (the identity of a network message, so a redelivery adds no row) and
+    `payload` (the raw bytes of an unparsed message, at most 64 KiB). Old rows came from a serial
+    port or from `POST /v1/alarms` (port `http`).
+    """
+    columns = {row[1] for row in db.execute("PRAGMA table_info(alarms)").fetchall()}
+    if "source" not in columns:
+        db.execute("ALTER TABLE alarms ADD COLUMN source TEXT")
+    if "message_key" not in columns:
+        db.execute("ALTER TABLE alarms ADD COLUMN message_key TEXT")
+    if "payload" not in columns:
+        db.execute("ALTER TABLE alarms ADD COLUMN payload BLOB")
+    db.execute(
+        "UPDATE alarms SET source = CASE WHEN port = 'http' THEN 'http' ELSE 'serial:' || COALESCE(port, '') END"
+        " WHERE source IS NULL"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS alarms_message_key ON alarms (message_key) WHERE message_key IS NOT NULL")
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_feedback_alarm, m003_alarm_source]
 COUNTED = ("audit", "feedback", "alarms")
 """The tables whose row counts the technician screen and `GET /v1/status` show."""
 
@@ -127,11 +148,12 @@ class OpStore:
 
     # -- alarms ----------------------------------------------------------------------------
     def add_alarm(self, *, port: str, machine_id: str, raw: str, code: str, normalized: str, message: str,
-                  status: str = "new") -> int:
+                  status: str = "new", source: str = "") -> int:
         return self._insert(
             "alarms",
             {"received": time.time(), "port": port, "machine_id": machine_id, "raw": raw, "code": code,
-             "normalized": normalized, "message": message, "status": status},
+             "normalized": normalized, "message": message, "status": status,
+             "source": source or ("http" if port == "http" else f"serial:{port}")},
         )
 
     def alarms(self, limit: int = 100, after_id: int = 0) -> list[dict[str, Any]]:
