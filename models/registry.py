@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import metadata
@@ -83,40 +84,78 @@ def embedded_entry() -> ModelEntry:
                       quantization="Q4_1", architecture="llama", languages=EMBEDDED_LANGUAGES)
 
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-
-
 def file_sha256(path: Path, cache_file: Path | None = None) -> str:
-    """sha256 of a file, remembered by (path, size, mtime) in memory and in an optional cache file."""
-    stat = path.stat()
-    ident = (str(path), stat.st_size, stat.st_mtime_ns)
-    if ident in _HASH_CACHE:
-        return _HASH_CACHE[ident]
-    stored: dict[str, str] = {}
-    cache_key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    if cache_file is not None and cache_file.exists():
-        try:
-            stored = json.loads(cache_file.read_text())
-        except (OSError, ValueError):
-            stored = {}
-        if cache_key in stored:
-            _HASH_CACHE[ident] = stored[cache_key]
-            return stored[cache_key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    _HASH_CACHE[ident] = value
+    """sha256 of a file, read from the disk every time (bit rot and same-size replacements show).
+
+    With `cache_file`, a hash taken earlier in this boot of this very file is reused (see
+    `boot_cached_sha256`); `verify_registry` never passes one.
+    """
     if cache_file is not None:
-        try:
-            stored[cache_key] = value
-            tmp = cache_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(stored))
-            os.replace(tmp, cache_file)
-        except OSError:
-            pass  # a read-only state dir only costs a re-hash next time
+        with open(path, "rb") as handle:
+            return fd_sha256(handle.fileno(), cache_file)
+    with open(path, "rb") as handle:
+        return _read_sha256(handle.fileno())
+
+
+def _read_sha256(fd: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while block := os.pread(fd, 1 << 20, offset):
+        digest.update(block)
+        offset += len(block)
+    return digest.hexdigest()
+
+
+def boot_id() -> str:
+    """This boot's id (a new one after every reboot); empty where the kernel does not tell."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _boot_key(info: os.stat_result) -> str:
+    # ctime cannot be set back by utime() (it changes on every write, chmod or utime), and a
+    # replacement by rename has another inode: only an unchanged file within this boot matches.
+    return "|".join(map(str, (boot_id(), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)))
+
+
+def _load_cache(cache_file: Path) -> dict[str, str]:
+    try:
+        data = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def fd_sha256(fd: int, cache_file: Path | None = None) -> str:
+    """sha256 of an open file, reused from the per-boot cache when this boot already hashed this
+    inode unchanged (boot id, device, inode, size, mtime and ctime); otherwise read and remembered."""
+    if cache_file is None:
+        return _read_sha256(fd)
+    key = _boot_key(os.fstat(fd))
+    stored = _load_cache(cache_file)
+    if key in stored and boot_id():
+        return stored[key]
+    value = _read_sha256(fd)
+    if _boot_key(os.fstat(fd)) == key:  # unchanged while it was read
+        remember_sha256(cache_file, key, value)
     return value
+
+
+def remember_sha256(cache_file: Path, key: str, value: str) -> None:
+    """Store one hash in the per-boot cache; entries of earlier boots are dropped."""
+    current = boot_id()
+    if not current:
+        return
+    stored = {k: v for k, v in _load_cache(cache_file).items() if k.startswith(current + "|")}
+    stored[key] = value
+    try:
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(stored))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass  # a read-only state dir only costs a re-hash next time
 
 
 def _languages(value: object) -> tuple[str, ...]:
@@ -257,10 +296,15 @@ class Check:
     kind: str
     ok: bool
     detail: str
+    sha256: str = ""  # what the file hashed to when it was read in full
 
 
 def verify_registry(registry: Registry, cache_file: Path | None = None) -> list[Check]:
-    """Every file present, a GGUF, matching its recorded sha256; every adapter's base registered."""
+    """Every file present, a GGUF, matching its recorded sha256; every adapter's base registered.
+
+    Every file is read in full (no cache is trusted); a file that matches refreshes `cache_file`,
+    the per-boot cache the loader may use.
+    """
     checks: list[Check] = []
     hashes: dict[str, str] = {}
     for entry in registry.bases + registry.adapters:
@@ -271,11 +315,15 @@ def verify_registry(registry: Registry, cache_file: Path | None = None) -> list[
             if handle.read(4) != b"GGUF":
                 checks.append(Check(entry.id, entry.kind, False, f"{entry.path} is not a GGUF file"))
                 continue
-        sha = file_sha256(entry.path, cache_file)
+            key = _boot_key(os.fstat(handle.fileno()))
+            sha = _read_sha256(handle.fileno())
+        if cache_file is not None and (not entry.sha256 or entry.sha256 == sha):
+            remember_sha256(cache_file, key, sha)
         hashes[entry.id] = sha
         if entry.sha256 and entry.sha256 != sha:
             checks.append(Check(entry.id, entry.kind, False, f"sha256 {sha[:12]} does not match the registry's "
-                                                             f"{entry.sha256[:12]}; the file is corrupt or replaced"))
+                                                             f"{entry.sha256[:12]}; the file is corrupt or replaced",
+                                sha))
             continue
         detail = f"sha256 {sha[:16]}"
         if entry.kind == "adapter":
@@ -288,9 +336,34 @@ def verify_registry(registry: Registry, cache_file: Path | None = None) -> list[
                                     f"its base (sha256 {entry.base_sha256[:12]}) is not in the registry"))
                 continue
             detail += f", base {owners[0]}"
-        checks.append(Check(entry.id, entry.kind, True, detail))
+        checks.append(Check(entry.id, entry.kind, True, detail, sha))
     active = registry.adapter() if registry.active_adapter else None
     if active is not None and hashes.get(registry.active_base) not in (None, active.base_sha256):
         checks.append(Check(active.id, "adapter", False, f"active adapter does not belong to the active base "
                                                          f"{registry.active_base}"))
     return checks
+
+
+def save_verify_record(path: Path, registry: Registry, checks: list[Check]) -> None:
+    """What the last `shifu model verify` found (shown by `shifu doctor`), written atomically.
+
+    The time is the wall clock's, for people to read: the PC has no network time.
+    """
+    data = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "boot_id": boot_id(),
+            "active_base": registry.active_base, "active_adapter": registry.active_adapter,
+            "checks": [c.__dict__ for c in checks]}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(data, indent=1))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_verify_record(path: Path) -> dict[str, object] | None:
+    """The record `save_verify_record` wrote, or None when verify never ran (or it is unreadable)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -27,6 +27,33 @@ def _version(name: str) -> str:
         return "missing"
 
 
+def _verify_check(active_base: str, active_adapter: str) -> tuple[bool, str]:
+    """The active pair and the hashes the last `shifu model verify` read from the disk, with its time.
+
+    Bad only when that verify found one of the active pair's files damaged; never having verified
+    (or verified another pair) is reported, not failed.
+    """
+    from appliance.cli.model_cmd import VERIFY_RECORD
+    from models.registry import boot_id, load_verify_record
+
+    pair = active_base + (f" + adapter {active_adapter}" if active_adapter else "")
+    record = load_verify_record(paths.state_dir() / VERIFY_RECORD)
+    if record is None:
+        return True, f"active pair {pair}: never verified; run `shifu model verify`"
+    checks = {str(c.get("id")): c for c in record.get("checks", []) if isinstance(c, dict)}  # type: ignore[attr-defined]
+    parts, ok = [], True
+    for ident in filter(None, (active_base, active_adapter)):
+        check = checks.get(ident)
+        if check is None:
+            parts.append(f"{ident} not verified")
+            continue
+        ok = ok and bool(check.get("ok"))
+        state = "ok" if check.get("ok") else f"BAD ({check.get('detail')})"
+        parts.append(f"{ident} sha256 {str(check.get('sha256', ''))[:16]} {state}")
+    when = str(record.get("time", "?")) + ("" if record.get("boot_id") == boot_id() else ", an earlier boot")
+    return ok, f"active pair {pair}; last verify {when}: " + "; ".join(parts)
+
+
 SERVICES = ("shifu-kiosk.service", "shifu-serial.service", "shifu-serve.service")
 SERIAL_GLOBS = ("ttyUSB*", "ttyACM*", "serial/by-id/*")
 
@@ -185,6 +212,7 @@ def checks(settings: Settings, *, load_model: bool = False) -> list[dict[str, An
                 adapter.path.exists() and amatch,
                 f"{adapter.id} {adapter.path} sha256 {asha[:16]}{'' if amatch else ' (does not match registry)'}",
             )
+        add("verify", *_verify_check(registry.active_base, registry.active_adapter))
     except ShifuError as error:
         add("model", False, str(error))
     add("gpu", *_gpu_check(settings, info))

@@ -20,7 +20,11 @@ def _registry_path() -> Path:
     return paths.models_toml()
 
 
+VERIFY_RECORD = "model-verify.json"  # the last verify's outcome, shown by `shifu doctor`
+
+
 def _hash_cache() -> Path:
+    """The per-boot hash cache (models.registry.fd_sha256): trusted only for the same file in the same boot."""
     from appliance import paths
 
     return paths.state_dir() / "hashes.json"
@@ -178,10 +182,16 @@ def model_list(as_json: bool) -> None:
 @model.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def model_verify(as_json: bool) -> None:
-    """Check every registered file: present, GGUF, hash as recorded, adapter's base registered."""
-    from models.registry import load_registry, verify_registry
+    """Check every registered file: present, GGUF, hash as recorded (each file read in full), adapter's base registered."""
+    from appliance import paths
+    from models.registry import load_registry, save_verify_record, verify_registry
 
-    checks = verify_registry(load_registry(_registry_path()), _hash_cache())
+    registry = load_registry(_registry_path())
+    checks = verify_registry(registry, _hash_cache())
+    try:
+        save_verify_record(paths.state_dir() / VERIFY_RECORD, registry, checks)
+    except OSError as error:
+        click.echo(f"note: could not record this verify for `shifu doctor`: {error}", err=True)
     if as_json:
         click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
     else:

@@ -18,7 +18,7 @@ from typing import Any
 from appliance.llm.base import GenerateOptions, LLMBackend, ModelInfo, StreamStats
 from kb.errors import ModelError
 from models import prompt
-from models.registry import ModelEntry, file_sha256
+from models.registry import ModelEntry, fd_sha256
 
 GGUF_MAGIC = b"GGUF"
 
@@ -53,65 +53,99 @@ class LlamaCppBackend(LLMBackend):
         self._stats = StreamStats()
 
     # -- loading ---------------------------------------------------------------------------
-    def _check_file(self, path: Path, what: str) -> None:
-        if not path.exists():
-            raise ModelError(f"{what} file {path} does not exist; reinstall it or fix the model registry")
-        with open(path, "rb") as handle:
-            if handle.read(4) != GGUF_MAGIC:
-                raise ModelError(f"{what} file {path} is not a GGUF file (corrupt or truncated); replace it")
+    def _open_verified(self, entry: ModelEntry, what: str) -> tuple[int, str]:
+        """Open a model file, check its magic and its sha256 against the registry; return (fd, sha256).
+
+        llama.cpp then opens `/proc/self/fd/N`, the very inode that was hashed, so the file is
+        never parsed before its hash matched (GGUF parsers have had memory-safety bugs) and a
+        rename between the check and the load changes nothing. The hash comes from the per-boot
+        cache (`hash_cache`, models.registry.fd_sha256: boot id, device, inode, size, mtime and
+        ctime must all be unchanged) or is computed by reading the whole file.
+        """
+        try:
+            fd = os.open(entry.path, os.O_RDONLY)
+        except FileNotFoundError as error:
+            raise ModelError(f"{what} file {entry.path} does not exist; reinstall it or fix the model registry") from error
+        except OSError as error:
+            raise ModelError(f"{what} file {entry.path} cannot be opened: {error}") from error
+        try:
+            if os.pread(fd, 4, 0) != GGUF_MAGIC:
+                raise ModelError(f"{what} file {entry.path} is not a GGUF file (corrupt or truncated); replace it")
+            sha = fd_sha256(fd, self.hash_cache)
+            if entry.sha256 and sha != entry.sha256:
+                raise ModelError(
+                    f"{what} file {entry.path} does not match its registry hash (sha256 {sha[:12]}, registry "
+                    f"{entry.sha256[:12]}); it is corrupt or was replaced: not loaded. Restore it from its bundle "
+                    "and run `shifu model verify`"
+                )
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, sha
+
+    @staticmethod
+    def _fd_path(fd: int, path: Path) -> str:
+        proc = f"/proc/self/fd/{fd}"
+        return proc if os.path.exists(proc) else str(path)
 
     def load(self) -> None:
         with self._lock:
             if self._llm is not None:
                 return
-            self._check_file(self.base.path, "model")
-            base_sha = file_sha256(self.base.path, self.hash_cache)
-            if self.base.sha256 and base_sha != self.base.sha256:
-                raise ModelError(
-                    f"model file {self.base.path} does not match its registry hash; it is corrupt or was replaced"
-                )
-            adapter_sha = ""
-            if self.adapter is not None:
-                self._check_file(self.adapter.path, "adapter")
-                adapter_sha = file_sha256(self.adapter.path, self.hash_cache)
-                if self.adapter.base_sha256 and self.adapter.base_sha256 != base_sha:
-                    raise ModelError(
-                        f"adapter {self.adapter.id} was trained for another base model; activate its base or another adapter"
-                    )
+            fds: list[int] = []
             try:
-                from llama_cpp import Llama
-            except ImportError as error:
-                raise ModelError("llama-cpp-python is not installed; run the README's setup command") from error
-            try:
-                self._llm = Llama(
-                    model_path=str(self.base.path),
-                    lora_path=str(self.adapter.path) if self.adapter else None,
-                    n_ctx=self.n_ctx,
-                    n_threads=self.n_threads,
-                    n_gpu_layers=self.n_gpu_layers,
-                    flash_attn=self.flash_attn,
-                    seed=1234,
-                    verbose=False,
-                )
-            except Exception as error:  # llama.cpp reports load failures as ValueError/RuntimeError
-                raise ModelError(f"cannot load model {self.base.path.name}: {error}") from error
-            try:
-                from llama_cpp import llama_cpp as lib
+                self._load(fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
 
-                offload = bool(lib.llama_supports_gpu_offload())
-            except Exception:
-                offload = False
-            device = "GPU" if offload and self.n_gpu_layers != 0 else "CPU"
-            self._info = ModelInfo(
-                backend=self.name,
-                base_id=self.base.id,
-                base_sha256=base_sha,
-                adapter_id=self.adapter.id if self.adapter else "",
-                adapter_sha256=adapter_sha,
-                device=device,
-                languages=self.base.languages,
-                extra={"n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_gpu_layers": self.n_gpu_layers},
+    def _load(self, fds: list[int]) -> None:
+        base_fd, base_sha = self._open_verified(self.base, "model")
+        fds.append(base_fd)
+        adapter_sha = ""
+        adapter_path: str | None = None
+        if self.adapter is not None:
+            adapter_fd, adapter_sha = self._open_verified(self.adapter, "adapter")
+            fds.append(adapter_fd)
+            adapter_path = self._fd_path(adapter_fd, self.adapter.path)
+            if self.adapter.base_sha256 and self.adapter.base_sha256 != base_sha:
+                raise ModelError(
+                    f"adapter {self.adapter.id} was trained for another base model; activate its base or another adapter"
+                )
+        try:
+            from llama_cpp import Llama
+        except ImportError as error:
+            raise ModelError("llama-cpp-python is not installed; run the README's setup command") from error
+        try:
+            self._llm = Llama(
+                model_path=self._fd_path(base_fd, self.base.path),
+                lora_path=adapter_path,
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                n_gpu_layers=self.n_gpu_layers,
+                flash_attn=self.flash_attn,
+                seed=1234,
+                verbose=False,
             )
+        except Exception as error:  # llama.cpp reports load failures as ValueError/RuntimeError
+            raise ModelError(f"cannot load model {self.base.path.name}: {error}") from error
+        try:
+            from llama_cpp import llama_cpp as lib
+
+            offload = bool(lib.llama_supports_gpu_offload())
+        except Exception:
+            offload = False
+        device = "GPU" if offload and self.n_gpu_layers != 0 else "CPU"
+        self._info = ModelInfo(
+            backend=self.name,
+            base_id=self.base.id,
+            base_sha256=base_sha,
+            adapter_id=self.adapter.id if self.adapter else "",
+            adapter_sha256=adapter_sha,
+            device=device,
+            languages=self.base.languages,
+            extra={"n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_gpu_layers": self.n_gpu_layers},
+        )
 
     def info(self) -> ModelInfo:
         if self._info is None:
