@@ -83,6 +83,9 @@ class Evidence:
     """BM25 score in the word index (higher is better; comparable within one KB only)."""
     dense_similarity: float | None = None
     """Cosine similarity to the query, None when dense search did not run or did not return it."""
+    fts_coverage: float | None = None
+    """IDF-weighted share of the query's terms this passage holds (0..1, kb.search.coverage); only for
+    queries without a known code, where it decides relevance."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,6 +93,7 @@ class Evidence:
             "fts_rank": self.fts_rank,
             "fts_score": None if self.fts_score is None else round(self.fts_score, 4),
             "dense_similarity": None if self.dense_similarity is None else round(self.dense_similarity, 4),
+            "fts_coverage": None if self.fts_coverage is None else round(self.fts_coverage, 4),
         }
 
 

@@ -82,7 +82,9 @@ def test_unknown_code_with_nothing_relevant_is_refused_in_every_mode(mode_engine
 def test_passages_carry_their_own_evidence(engine) -> None:
     answer = engine.answer(Query("belt squeals when starting", lang="en"), use_model=False)
     data = answer.to_json()["passages"]
-    assert all(set(p["evidence"]) == {"mode", "fts_rank", "fts_score", "dense_similarity"} for p in data)
+    assert all(set(p["evidence"]) == {"mode", "fts_rank", "fts_score", "dense_similarity", "fts_coverage"}
+               for p in data)
+    assert all(0.0 <= p["evidence"]["fts_coverage"] <= 1.0 for p in data)
     ranked = [p["evidence"] for p in data if p["evidence"]["fts_rank"] is not None]
     assert ranked and all(e["fts_score"] > 0 for e in ranked)
     assert any(p["evidence"]["dense_similarity"] is not None for p in data)
@@ -100,7 +102,7 @@ def _check_calibration(kb: KnowledgeBase, relevant: list[str]) -> None:
 def test_calibration_on_the_sample_kb(engine) -> None:
     kb = engine.kb()
     assert "fts_calibration" in kb.meta
-    _check_calibration(kb, ["belt squeals when starting", "皮帶打滑", "mould temperature too high", "spindle overheats"])
+    _check_calibration(kb, ["belt squeals when starting", "皮帶打滑", "皮帶異音", "spindle overheats", "模具溫度太高"])
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,9 @@
 The relevance decision reads the evidence that exists for this query: the dense cosine
 similarity when dense search ran, the KB's calibrated full-text score otherwise (dense off,
 the vector index being repaired, the Chroma server down) and for Chinese, which the
-embedded English sentence-transformer cannot judge. Either kind of evidence above its
+embedded English sentence-transformer cannot judge. The full-text evidence is coverage
+(kb.search.coverage: the IDF-weighted share of the query's terms a passage holds), against
+the threshold calibrated for this KB at build time (kb.search.calibrate). Either kind of evidence above its
 threshold makes the query relevant; with neither, nothing is generated and the answer
 says so (`refused`).
 """
@@ -37,7 +39,7 @@ def relevant(passages: tuple[Passage, ...], query: str, min_similarity: float, f
         ev = passage.evidence
         if dense_counts and ev.dense_similarity is not None and ev.dense_similarity >= min_similarity:
             return True
-        if ev.fts_score is not None and ev.fts_score >= fts_threshold:
+        if ev.fts_coverage is not None and ev.fts_coverage >= fts_threshold:
             return True
     return False
 

@@ -5,7 +5,8 @@ same shapes as the answer object (appliance/schemas/answer.schema.json):
 
 | event | data |
 | --- | --- |
-| `code_found` | `{normalized, entry: code or null, candidates, suggestions, machine_model}` |
+| `code_found` | `{normalized, entry: code or null, candidates, suggestions, machine_model, ambiguous, codes_in_entry}` |
+| `likely_codes` | `{codes, repairs}`: for a symptom, `likely_codes` and `similar_repairs` of the answer |
 | `history_found` | `{records, summary}` |
 | `passages_found` | `{passages, notices}` |
 | `partial` | `{generated}`: the answer so far, guarded like the final one (completed strings only) |
@@ -23,12 +24,25 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from appliance.engine.types import Answer, CodeFound, Done, Event, Failed, HistoryFound, Partial, PassagesFound, Token
+from appliance.engine.types import (
+    Answer,
+    CodeFound,
+    Done,
+    Event,
+    Failed,
+    HistoryFound,
+    LikelyCodes,
+    Partial,
+    PassagesFound,
+    Token,
+)
 from kb.normalize import code_key
+from kb.symptoms import ScoredCode, SimilarRepair
 from kb.types import CodeEntry, Evidence, FixCount, Passage, RepairRecord
 
 NAMES = {
     CodeFound: "code_found",
+    LikelyCodes: "likely_codes",
     HistoryFound: "history_found",
     PassagesFound: "passages_found",
     Partial: "partial",
@@ -47,7 +61,11 @@ def to_data(event: Event) -> dict[str, Any]:
             "candidates": [c.to_json() for c in event.candidates],
             "suggestions": list(event.suggestions),
             "machine_model": event.machine_model,
+            "ambiguous": event.ambiguous,
+            "codes_in_entry": list(event.codes_in_entry),
         }
+    if isinstance(event, LikelyCodes):
+        return {"codes": [c.to_json() for c in event.codes], "repairs": [r.to_json() for r in event.repairs]}
     if isinstance(event, HistoryFound):
         return {"records": [r.to_json() for r in event.records], "summary": [s.to_json() for s in event.summary]}
     if isinstance(event, PassagesFound):
@@ -90,9 +108,19 @@ def code_from_json(data: dict[str, Any]) -> CodeEntry:
 def record_from_json(data: dict[str, Any]) -> RepairRecord:
     return RepairRecord(
         date=str(data.get("date", "")), machine_id=str(data.get("machine_id", "")), machine_model="",
-        code="", symptom=str(data.get("symptom", "")), action=str(data.get("action", "")),
+        code=str(data.get("code", "")), symptom=str(data.get("symptom", "")), action=str(data.get("action", "")),
         parts=str(data.get("parts", "")), result=str(data.get("result", "")),
     )
+
+
+def scored_code_from_json(data: dict[str, Any]) -> ScoredCode:
+    return ScoredCode(code_from_json(data), float(data.get("score", 0.0)))
+
+
+def similar_repair_from_json(data: dict[str, Any]) -> SimilarRepair:
+    success = data.get("fix_success") or {}
+    return SimilarRepair(record_from_json(data), float(data.get("score", 0.0)), int(success.get("fixed", 0)),
+                         int(success.get("total", 0)))
 
 
 def fix_from_json(data: dict[str, Any]) -> FixCount:
@@ -114,7 +142,8 @@ def evidence_from_json(data: dict[str, Any]) -> Evidence:
 
     rank = data.get("fts_rank")
     return Evidence(mode=str(data.get("mode", "hybrid")), fts_rank=int(rank) if isinstance(rank, int) else None,
-                    fts_score=number("fts_score"), dense_similarity=number("dense_similarity"))
+                    fts_score=number("fts_score"), dense_similarity=number("dense_similarity"),
+                    fts_coverage=number("fts_coverage"))
 
 
 def answer_from_json(data: dict[str, Any]) -> Answer:
@@ -123,10 +152,14 @@ def answer_from_json(data: dict[str, Any]) -> Answer:
         query=str(data["query"]),
         lang=str(data["lang"]),
         machine_id=str(data.get("machine_id") or ""),
+        machine_model=str(data.get("machine_model") or ""),
         normalized=data.get("normalized"),
         code=code_from_json(data["code"]) if data.get("code") else None,
         candidates=[code_from_json(c) for c in data.get("candidates", [])],
         suggestions=list(data.get("suggestions", [])),
+        codes_in_entry=list(data.get("codes_in_entry", [])),
+        likely_codes=[scored_code_from_json(c) for c in data.get("likely_codes", [])],
+        similar_repairs=[similar_repair_from_json(r) for r in data.get("similar_repairs", [])],
         history=[record_from_json(r) for r in data.get("history", [])],
         history_summary=[fix_from_json(f) for f in data.get("history_summary", [])],
         passages=[passage_from_json(p) for p in data.get("passages", [])],
@@ -151,7 +184,12 @@ def decode(name: str, data: dict[str, Any]) -> Event:
             candidates=tuple(code_from_json(c) for c in data.get("candidates", [])),
             suggestions=tuple(data.get("suggestions", [])),
             machine_model=str(data.get("machine_model", "")),
+            ambiguous=bool(data.get("ambiguous")),
+            codes_in_entry=tuple(data.get("codes_in_entry", [])),
         )
+    if name == "likely_codes":
+        return LikelyCodes(tuple(scored_code_from_json(c) for c in data.get("codes", [])),
+                           tuple(similar_repair_from_json(r) for r in data.get("repairs", [])))
     if name == "history_found":
         return HistoryFound(
             tuple(record_from_json(r) for r in data.get("records", [])),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from kb.embed import Embedder
 from kb.errors import KBError
 from kb.search.bridge import CodeBridge
+from kb.search.coverage import coverage
 from kb.search.dense import DenseIndex
 from kb.search.rerank import CrossEncoderReranker, Tuning, fuse
 from kb.search.terms import trigram_query, word_query
@@ -35,6 +36,7 @@ class _Ranked:
     fts: dict[str, tuple[int, float]] = field(default_factory=dict)
     similarity: dict[str, float] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    coverage: dict[str, float] | None = None
     dense_ran: bool = False
     dense_error: str | None = None
 
@@ -133,6 +135,9 @@ class HybridSearcher:
         used = mode if mode != "hybrid" else ("hybrid" if found.dense_ran else "fts")
         if mode == "dense" and not found.dense_ran:
             used = "none"
+        if not extra and mode != "dense":
+            # A query without a known code: how much of it each passage covers decides relevance.
+            found.coverage = coverage(self.conn, text, [ident for ident, _ in best])
         passages = self._load([ident for ident, _ in best], dict(best), found, used)
         if self.reranker is not None:
             passages = self.reranker.rerank(f"{text} {extra}".strip(), passages, k)
@@ -153,7 +158,8 @@ class HybridSearcher:
             row = by_id[ident]
             rank, score = found.fts.get(ident, (None, None))
             evidence = Evidence(mode=mode, fts_rank=rank, fts_score=score,
-                                dense_similarity=found.similarity.get(ident) if found.dense_ran else None)
+                                dense_similarity=found.similarity.get(ident) if found.dense_ran else None,
+                                fts_coverage=None if found.coverage is None else found.coverage.get(ident, 0.0))
             passages.append(
                 Passage(id=row[0], source=row[1], section=row[2], page=row[3], lang=row[4], kind=row[5],
                         text=row[6], score=scores[ident], n=n, evidence=evidence)

@@ -38,8 +38,8 @@ def _quote(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-def word_query(text: str) -> str | None:
-    """FTS5 MATCH expression for the word index (OR of quoted terms), or None."""
+def word_terms(text: str) -> list[str]:
+    """The distinct query terms of the word index: words (no stopwords) and CJK bigrams."""
     folded = unicodedata.normalize("NFKC", text)
     terms: list[str] = []
     for match in _WORD.finditer(folded):
@@ -48,8 +48,17 @@ def word_query(text: str) -> str | None:
             terms.append(word)
     for run in _CJK_RUN.findall(folded):
         terms.extend(cjk_bigrams(run))
-    unique = list(dict.fromkeys(terms))[:32]
-    return " OR ".join(_quote(t) for t in unique) or None
+    return list(dict.fromkeys(terms))[:32]
+
+
+def quote(term: str) -> str:
+    """One term as an FTS5 string (the tokenizer still applies to it)."""
+    return _quote(term)
+
+
+def word_query(text: str) -> str | None:
+    """FTS5 MATCH expression for the word index (OR of quoted terms), or None."""
+    return " OR ".join(_quote(t) for t in word_terms(text)) or None
 
 
 def trigram_query(text: str) -> str | None:
