@@ -8,10 +8,11 @@ naming the key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -192,6 +193,136 @@ class ChromaSettings(Section):
     """How long to wait for the Chroma server before search falls back to full-text only."""
 
 
+# -- network alarm inputs (`shifu intake`) ------------------------------------------------------
+def _check_pattern(pattern: str, where: str) -> None:
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"{where} pattern is not a regular expression: {error}") from error
+    if "code" not in compiled.groupindex:
+        raise ValueError(f"{where} pattern needs a named group `code`: write it as (?P<code>...)")
+
+
+class MqttSubscription(Section):
+    """One topic filter on a broker and how its payloads become alarms."""
+
+    topic: str = Field(min_length=1)
+    """Topic filter, MQTT wildcards allowed (`plant/+/alarm`); the alarm's source is `mqtt:` + the actual topic."""
+    parser: Literal["json", "regex"] = "json"
+    """`json`: a JSON object read through the `*_field` paths; `regex`: a text payload matched by `pattern`."""
+    code_field: str = "code"
+    """Path to the code in a JSON payload (dotted for nested keys: `alarm.code`)."""
+    machine_field: str = "machine"
+    """Path to the machine id in a JSON payload; when absent, `machine` is used."""
+    message_field: str = "message"
+    """Path to the machine's text in a JSON payload (optional)."""
+    machine: str = ""
+    """Fixed machine id for payloads that name none."""
+    pattern: str = ""
+    """`regex` parser: a regular expression with named groups `code`, `machine`, `message`, matched on the whole
+    (stripped) payload."""
+
+    @model_validator(mode="after")
+    def _pattern_needed(self) -> MqttSubscription:
+        if self.parser == "regex":
+            _check_pattern(self.pattern, f"mqtt subscription {self.topic!r}")
+        return self
+
+
+class MqttBroker(Section):
+    """An MQTT broker (`[[mqtt.brokers]]`): QoS 1, persistent session, acknowledged after the row is committed."""
+
+    host: str
+    """Broker address."""
+    port: int = Field(default=1883, ge=1, le=65535)
+    """Broker port (8883 is usual with TLS)."""
+    client_id: str = ""
+    """Client id; it names the persistent session, so keep it stable. Empty: `shifu-` + this PC's host name."""
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    """MQTT protocol version."""
+    username: str = ""
+    """User name, if the broker asks for one."""
+    password: str = ""
+    """Password for `username`."""
+    tls_ca: Path | None = None
+    """CA certificate file: turns TLS on and checks the broker's certificate against it."""
+    tls_cert: Path | None = None
+    """Client certificate file, for brokers that authenticate clients by certificate."""
+    tls_key: Path | None = None
+    """Private key of `tls_cert`."""
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    """Keep-alive interval; a broker silent for 1.5x this long counts as gone."""
+    session_expiry_s: int = Field(default=7 * 86400, ge=0)
+    """MQTT 5: how long the broker keeps the session (and queues messages) while Shifu is away."""
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    """First wait before reconnecting; doubled on each failure."""
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    """Longest wait between reconnect attempts."""
+    batch: int = Field(default=200, ge=1, le=10_000)
+    """Most messages committed in one transaction before they are acknowledged together."""
+    subscriptions: list[MqttSubscription] = []
+    """Topics to subscribe to."""
+
+
+class MqttSettings(Section):
+    brokers: list[MqttBroker] = []
+    """MQTT brokers to subscribe to (`[[mqtt.brokers]]`)."""
+
+
+class OpcuaServer(Section):
+    """An OPC UA server whose Alarms & Conditions events become alarms (`[[opcua.servers]]`)."""
+
+    endpoint: str = Field(pattern=r"^opc\.tcp://")
+    """Endpoint URL, e.g. `opc.tcp://10.0.0.5:4840`; the alarm's source is `opcua:` + it."""
+    machine: str = ""
+    """Fixed machine id for events whose SourceName is not in `machines`."""
+    code_field: str = "ErrorCode"
+    """Event field holding the code when the event carries no `ErrorCode` (`ConditionName`, `Message`, a vendor
+    property's browse name)."""
+    pattern: str = ""
+    """A regular expression with named groups `code`, `machine`, `message` applied to `code_field`'s text
+    (e.g. to take `E-203` out of a Message); empty: the whole field is the code."""
+    machines: dict[str, str] = {}
+    """SourceName -> machine id."""
+    nodes: list[str] = ["i=2253"]
+    """Nodes whose events to subscribe to (default the Server object)."""
+    security_policy: Literal["None", "Basic256Sha256"] = "None"
+    """`None` for a lab; `Basic256Sha256` for a plant."""
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    """Message security mode; `SignAndEncrypt` for a plant."""
+    certificate: Path | None = None
+    """This appliance's own certificate (DER or PEM), for Basic256Sha256 and certificate login."""
+    private_key: Path | None = None
+    """Private key of `certificate`."""
+    trusted_certificates: list[Path] = []
+    """Server certificates trusted; with security on, any other server is refused."""
+    user: str = ""
+    """User name for user/password login (empty: anonymous or certificate)."""
+    password: str = ""
+    """Password for `user`."""
+    max_field_chars: int = Field(default=1000, ge=16, le=65536)
+    """Longest text kept from an event field; longer text is cut (a code longer than 64 characters is unparsed)."""
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    """First wait before reconnecting; doubled on each failure."""
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    """Longest wait between reconnect attempts."""
+    timeout_s: float = Field(default=5.0, gt=0)
+    """Request timeout; a server silent this long counts as gone."""
+
+    @model_validator(mode="after")
+    def _valid_pattern(self) -> OpcuaServer:
+        if self.pattern:
+            _check_pattern(self.pattern, f"opcua server {self.endpoint!r}")
+        if (self.security_policy == "None") != (self.security_mode == "None"):
+            raise ValueError("security_policy and security_mode are both None, or both set")
+        return self
+
+
+class OpcuaSettings(Section):
+    servers: list[OpcuaServer] = []
+    """OPC UA servers to subscribe to (`[[opcua.servers]]`)."""
+
+
 class Settings(BaseSettings):
     """All of Shifu's configuration."""
 
@@ -211,6 +342,8 @@ class Settings(BaseSettings):
     bundle: BundleSettings = BundleSettings()
     serve: ServeSettings = ServeSettings()
     chroma: ChromaSettings = ChromaSettings()
+    mqtt: MqttSettings = MqttSettings()
+    opcua: OpcuaSettings = OpcuaSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,213 @@
+"""MQTT input against a real Mosquitto broker on a free loopback port: nothing valid is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from appliance import paths
+from appliance.config import MqttBroker, load_settings
+from appliance.intake.intake import Intake
+from appliance.intake.mqtt import MqttInput
+from appliance.serial.alarm_store import AlarmStore
+from appliance.store.opstore import OpStore
+from tests.conftest import require_tool
+
+MOSQUITTO = require_tool("mosquitto")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Broker:
+    """Mosquitto with persistence (sessions survive a restart) and a queue big enough for a burst."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config = folder / "mosquitto.conf"
+        # max_queued_messages defaults to 1000: a bigger backlog for an absent client would be dropped.
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {folder}/\nmax_queued_messages 50000\nmax_inflight_messages 100\n"
+            f"log_dest file {folder}/mosquitto.log\nuser {pwd.getpwuid(os.getuid()).pw_name}\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def store(home: Path) -> Iterator[AlarmStore]:
+    paths.ensure_state()
+    s = AlarmStore(OpStore(paths.ops_db()))
+    yield s
+    s.opstore.close()
+
+
+def publisher(port: int) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gateway-{port}")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def publish_all(client: mqtt.Client, messages: list[tuple[str, bytes]]) -> None:
+    infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+    for info in infos:
+        info.wait_for_publish(30)
+
+
+SUBSCRIPTIONS = [
+    {"topic": "plant/+/alarm", "parser": "json", "code_field": "alarm.code", "machine_field": "machine",
+     "message_field": "alarm.text"},
+    {"topic": "line2/text", "parser": "regex", "machine": "L2",
+     "pattern": r"(?P<machine>[A-Z0-9-]+) ALARM (?P<code>[A-Z]\d+)(?: (?P<message>.*))?"},
+]
+
+
+def make_input(store: AlarmStore, port: int, **broker: Any) -> MqttInput:
+    settings = load_settings(serial={"duplicate_window_s": 30})
+    intake = Intake(settings, store)
+    cfg = MqttBroker(host="127.0.0.1", port=port, client_id="shifu-test", subscriptions=SUBSCRIPTIONS,
+                     reconnect_min_s=1, reconnect_max_s=1, **broker)
+    return MqttInput(cfg, intake).start()
+
+
+def by_source(store: AlarmStore) -> list[tuple[str, str, str, str, str]]:
+    rows = store.opstore.rows("SELECT source, machine_id, code, message, status FROM alarms ORDER BY id")
+    return [(r["source"], r["machine_id"], r["code"], r["message"], r["status"]) for r in rows]
+
+
+def test_json_regex_and_malformed_payloads(broker: Broker, store: AlarmStore) -> None:
+    shifu = make_input(store, broker.port)
+    gateway = publisher(broker.port)
+    try:
+        assert shifu.connected.wait(10)
+        time.sleep(0.3)  # the SUBACK
+        garbage = b"\xff\xfe{" + bytes(range(256)) * 400  # not UTF-8, and 100 KiB
+        publish_all(gateway, [
+            ("plant/L1/alarm", json.dumps({"machine": "CV-01", "alarm": {"code": "A01", "text": "DRIVE OVERLOAD"}})
+             .encode()),
+            ("line2/text", b"PR-7 ALARM E203 heater"),
+            ("plant/L1/alarm", b"{not json"),
+            ("plant/L1/alarm", json.dumps({"machine": "CV-01", "alarm": {"text": "no code"}}).encode()),
+            ("line2/text", b"hello"),
+            ("plant/L3/alarm", garbage),
+        ])
+        wait_for(lambda: store.count() == 6, what="six rows")
+    finally:
+        gateway.loop_stop()
+        shifu.stop()
+    rows = by_source(store)
+    assert rows[:2] == [
+        ("mqtt:plant/L1/alarm", "CV-01", "A01", "DRIVE OVERLOAD", "new"),
+        ("mqtt:line2/text", "PR-7", "E203", "heater", "new"),
+    ]
+    assert [r[4] for r in rows[2:]] == ["unparsed"] * 4
+    payloads = store.opstore.rows("SELECT payload FROM alarms WHERE status = 'unparsed' ORDER BY id")
+    assert payloads[0]["payload"] == b"{not json"
+    assert payloads[3]["payload"] == garbage[: 64 * 1024]
+    assert shifu.status.counters["unparsed"] == 4 and shifu.status.counters["alarms"] == 2
+
+
+def test_offline_backlog_broker_restart_and_redelivery(broker: Broker, store: AlarmStore) -> None:
+    shifu = make_input(store, broker.port)
+    assert shifu.connected.wait(10)
+    time.sleep(0.3)
+    shifu.stop()  # the broker keeps the session: messages for Shifu are queued
+    gateway = publisher(broker.port)
+    publish_all(gateway, [("plant/L1/alarm", json.dumps({"machine": f"M{i}", "alarm": {"code": "A01"}}).encode())
+                          for i in range(50)])
+    gateway.loop_stop()
+    shifu = make_input(store, broker.port)
+    try:
+        wait_for(lambda: store.count() == 50, what="the 50 messages published while Shifu was away")
+        broker.stop()
+        wait_for(lambda: shifu.status.state == "reconnecting", what="the loss noticed")
+        broker.start()
+        wait_for(lambda: shifu.status.counters["reconnects"] >= 1 and shifu.connected.is_set(), what="reconnect")
+        time.sleep(0.3)
+        gateway = publisher(broker.port)
+        same = json.dumps({"machine": "M1", "alarm": {"code": "B02", "seq": 1}}).encode()
+        publish_all(gateway, [("plant/L1/alarm", same), ("plant/L1/alarm", same)])  # the second: a redelivery
+        gateway.loop_stop()
+        wait_for(lambda: shifu.status.counters["redelivered"] == 1, what="the redelivery")
+    finally:
+        shifu.stop()
+    rows = by_source(store)
+    assert len(rows) == 51 and rows[-1][:3] == ("mqtt:plant/L1/alarm", "M1", "B02")
+    assert sorted(r[1] for r in rows[:50]) == sorted(f"M{i}" for i in range(50))
+    assert store.opstore.rows("SELECT repeats FROM alarms ORDER BY id DESC LIMIT 1")[0]["repeats"] == 0
+
+
+def test_burst_of_10000_messages_loses_no_alarm(broker: Broker, store: AlarmStore) -> None:
+    shifu = make_input(store, broker.port)
+    gateway = publisher(broker.port)
+    n = 10_000
+    try:
+        assert shifu.connected.wait(10)
+        time.sleep(0.3)
+        started = time.monotonic()
+        publish_all(gateway, [
+            ("plant/L1/alarm", json.dumps({"machine": f"CV-{i % 7}", "alarm": {"code": f"A{i}"}}).encode())
+            for i in range(n)
+        ])
+        print(f"published in {time.monotonic() - started:.2f} s; stored so far {store.count()}")
+        wait_for(lambda: store.count() == n, timeout=120, what=f"{n} rows")
+        seconds = time.monotonic() - started
+    finally:
+        gateway.loop_stop()
+        shifu.stop()
+    codes = {r["code"] for r in store.opstore.rows("SELECT code FROM alarms")}
+    assert codes == {f"A{i}" for i in range(n)}
+    print(f"mqtt burst: {n} messages to committed rows in {seconds:.2f} s ({n / seconds:.0f}/s)")
