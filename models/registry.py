@@ -214,7 +214,7 @@ def _toml_value(value: object) -> str:
 
 
 def save_registry(registry: Registry, path: Path) -> None:
-    """Write the registry atomically."""
+    """Write the registry atomically and durably (`write_durably`)."""
     lines = [f"active_base = {_toml_value(registry.active_base)}", f"active_adapter = {_toml_value(registry.active_adapter)}", ""]
     for table, entries in (("bases", registry.bases), ("adapters", registry.adapters)):
         for entry in entries:
@@ -227,10 +227,24 @@ def save_registry(registry: Registry, path: Path) -> None:
             if table == "bases":
                 lines.append("languages = [" + ", ".join(_toml_value(v) for v in entry.languages) + "]")
             lines.append("")
+    write_durably(path, "\n".join(lines).encode("utf-8"))
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write to a temporary file, fsync it, rename it over `path`, fsync the directory: after a
+    power cut the file is either the old one or the new one, never empty or half written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def with_hash(entry: ModelEntry, cache_file: Path | None = None) -> ModelEntry:

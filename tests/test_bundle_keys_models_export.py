@@ -49,13 +49,15 @@ def test_model_bundle_installs_file_and_registry_entry(home: Path, tmp_path: Pat
     from kb.bundle.importer import import_bundle
     from kb.bundle.pack import BundlePlan, ModelFile, build_bundle
     from kb.bundle.sign import keygen
+    from models.registry import embedded_model_path, file_sha256
 
     pair = keygen(tmp_path / "keys")
     paths.keys_dir().mkdir(parents=True)
     (paths.keys_dir() / "shifu.pub").write_bytes(pair.public_path.read_bytes())
     adapter = tmp_path / "line3-lora.gguf"
     adapter.write_bytes(b"GGUF" + bytes(range(256)) * 40)
-    plan = BundlePlan(models=[ModelFile(file=adapter, id="line3-lora", kind="adapter", base_sha256="ab" * 32,
+    base_sha = file_sha256(embedded_model_path())  # an adapter is accepted only for a registered base
+    plan = BundlePlan(models=[ModelFile(file=adapter, id="line3-lora", kind="adapter", base_sha256=base_sha,
                                         activate=True)], model_label="lora 2025-06")
     build_bundle(plan, tmp_path / "bundle", pair.private_path)
 
@@ -65,7 +67,7 @@ def test_model_bundle_installs_file_and_registry_entry(home: Path, tmp_path: Pat
     registry = tomllib.loads(paths.models_toml().read_text())
     assert registry["active_adapter"] == "line3-lora"
     entry = registry["adapters"][0]
-    assert Path(entry["path"]).read_bytes() == adapter.read_bytes() and entry["base_sha256"] == "ab" * 32
+    assert Path(entry["path"]).read_bytes() == adapter.read_bytes() and entry["base_sha256"] == base_sha
 
 
 @pytest.fixture

@@ -12,14 +12,14 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from kb.errors import BundleError, ShifuError
+from kb.errors import BundleError, ModelError, ShifuError
 
 STATE_FILE = "bundle-state.json"
 
@@ -240,28 +240,43 @@ def import_context(config: Any, progress: Any, copy_progress: Any = None) -> Any
     )
 
 
-def register_models(installed: list[Any]) -> None:
-    """Add imported model files to models.toml (same id replaced), activating them if asked."""
+def register_models(installed: list[Any]) -> Callable[[], None]:
+    """Add imported model files to models.toml (same id replaced), activating them if asked.
+
+    Every adapter must belong to a registered base (its base sha256, as `shifu model activate`
+    checks), bases of the same bundle included; otherwise nothing is changed. Returns the undo the
+    importer calls when a later part of the bundle fails: the registry file as it was before.
+    """
     from dataclasses import replace
 
     from appliance import paths
-    from models.registry import EMBEDDED_ID, ModelEntry, load_registry, save_registry
+    from models.registry import ModelEntry, activate, base_for, load_registry, save_registry, write_durably
 
-    registry = load_registry(paths.models_toml())
-    registry.bases = [b for b in registry.bases if b.id != EMBEDDED_ID]  # re-added on load, never stored
-    for item in installed:
+    path = paths.models_toml()
+    before = path.read_bytes() if path.exists() else None
+    registry = load_registry(path)
+    for item in sorted(installed, key=lambda i: i.spec.kind == "adapter"):  # bases first
         spec = item.spec
         entry = ModelEntry(id=spec.id, path=item.path, sha256=item.sha256, kind=spec.kind,
                            base_sha256=spec.base_sha256, n_ctx=spec.n_ctx, chat_template=spec.chat_template,
                            quantization=spec.quantization, architecture=spec.architecture)
         entries = registry.adapters if spec.kind == "adapter" else registry.bases
         entries[:] = [e for e in entries if e.id != spec.id] + [replace(entry)]
-        if spec.activate:
-            if spec.kind == "adapter":
-                registry.active_adapter = spec.id
-            else:
-                registry.active_base = spec.id
-    save_registry(registry, paths.models_toml())
+        if spec.kind == "adapter" and base_for(registry, entry, paths.state_dir() / "hashes.json") is None:
+            raise ModelError(f"adapter {spec.id} was trained for a base (sha256 {spec.base_sha256[:12]}...) that "
+                             "is neither in this bundle nor registered here; nothing was changed")
+    for item in installed:
+        if item.spec.activate:
+            activate(registry, item.spec.id, paths.state_dir() / "hashes.json")
+
+    def undo() -> None:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_durably(path, before)
+
+    save_registry(registry, path)
+    return undo
 
 
 def log_import(path: Path, *, kind: str, key_id: str, sequence: int | None, result: str, message: str) -> None:

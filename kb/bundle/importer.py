@@ -7,7 +7,8 @@ Phases (each may be cut by a power failure; the next start calls `recover`):
 3. `revoked`    revocations the bundle carries are saved
 4. `built`      a new KB version is built from the staged sources and self-tested (not active);
                 it carries `BUNDLE.json` (key id, sequence) from the moment it is complete
-5. `models`     model files copied into the models folder and the registry updated
+5. `models`     model files copied into the models folder and the registry updated (an adapter
+                only for a registered base); undone if a later phase fails
 6. `activated`  `current` switched atomically; a health check reverts if the version fails
 7. `recorded`   the key's sequence is saved; staging removed
 
@@ -71,8 +72,9 @@ class ImportContext:
     limits: Limits = field(default_factory=Limits)
     progress: Progress = lambda _msg: None
     copy_progress: CopyProgress | None = None
-    # Updates the model registry with the installed files (the registry lives outside `kb`).
-    register_models: Callable[[list[InstalledModel]], None] | None = None
+    # Updates the model registry with the installed files (the registry lives outside `kb`) and
+    # returns how to put it back as it was, for when a later part of the bundle fails.
+    register_models: Callable[[list[InstalledModel]], Callable[[], None] | None] | None = None
 
 
 @dataclass
@@ -196,6 +198,7 @@ def _import(source: Path, work: Path, ctx: ImportContext) -> ImportResult:
     _phase("revoked", ctx.progress)
     store = VersionStore(ctx.kb_dir)
     result.previous = store.current()
+    undo_models: Callable[[], None] | None = None
     try:
         if manifest.kb is not None:
             result.build = _build(bundle, store, work, ctx)
@@ -204,17 +207,24 @@ def _import(source: Path, work: Path, ctx: ImportContext) -> ImportResult:
         if manifest.models and ctx.register_models is not None:
             ctx.progress(f"installing {len(manifest.models)} model file(s)")
             installed = install_model_files(bundle, ctx.models_dir)
-            ctx.register_models(installed)
+            undo_models = ctx.register_models(installed)
             result.models = [m.spec.id for m in installed]
         _phase("models", ctx.progress)
     except ShifuError as error:
+        if undo_models is not None:
+            undo_models()
         if result.version is not None:
             store.discard(store.path(result.version))
         raise refused(f"the bundle is valid but could not be installed: {error}") from error
     if result.version is not None:
         store.activate(result.version)
         _phase("activated", ctx.progress)
-        _health_check(store, result)
+        try:
+            _health_check(store, result)
+        except ImportRefused:
+            if undo_models is not None:  # all or nothing: the registry goes back with the KB
+                undo_models()
+            raise
     state.record(bundle.key_id, manifest.sequence, result.version, manifest.kb_version)
     state.save()
     _phase("recorded", ctx.progress)
