@@ -1,0 +1,195 @@
+"""OPC UA input against a real asyncua Server on 127.0.0.1 firing Alarms & Conditions events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncua import Server, ua
+
+from appliance import paths
+from appliance.config import OpcuaServer, load_settings
+from appliance.intake.intake import Intake
+from appliance.intake.opcua import MACHINE_TOOL_NS, OpcuaInput, severity_band
+from appliance.serial.alarm_store import AlarmStore
+from appliance.store.opstore import OpStore
+
+logging.getLogger("asyncua").setLevel(logging.ERROR)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Controller:
+    """A controller's OPC UA server: a Machine Tools-style AlertType with ErrorCode and a plain alarm."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.endpoint = f"opc.tcp://127.0.0.1:{port}/shifu-test/"
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server: Any = None
+
+    def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(20)
+
+    async def _start(self) -> None:
+        server = Server()
+        server.iserver.bind_condition_methods = True  # ConditionRefresh, as a controller with A&C has it
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        ns = await server.register_namespace(MACHINE_TOOL_NS)
+        self.alert_type = await server.create_custom_event_type(
+            ns, "AlertType", ua.ObjectIds.BaseEventType, [("ErrorCode", ua.VariantType.String)]
+        )
+        self.alerts = await server.get_event_generator(self.alert_type, server.nodes.server)
+        self.alarms = await server.get_event_generator(ua.ObjectIds.AlarmConditionType, server.nodes.server)
+        await server.start()
+        self.server = server
+
+    def start(self) -> None:
+        self.call(self._start())
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.call(self.server.stop())
+            self.server = None
+
+    def alert(self, code: Any, severity: int = 800, source: str = "Spindle-1", message: str = "alert") -> None:
+        async def fire() -> None:
+            self.alerts.event.ErrorCode = code
+            self.alerts.event.Severity = severity
+            self.alerts.event.SourceName = source
+            await self.alerts.trigger(message=message)
+
+        self.call(fire())
+
+    def alarm(self, name: str, severity: int = 500, active: bool = True, retain: bool = True) -> None:
+        async def fire() -> None:
+            ev = self.alarms.event
+            ev.ConditionName = name
+            ev.Severity = severity
+            ev.SourceName = "Press-2"
+            ev.Retain = retain
+            setattr(ev, "ActiveState/Id", active)
+            ev.NodeId = ua.NodeId(f"cond-{name}", 1)
+            await self.alarms.trigger(message=f"{name} active" if active else f"{name} cleared")
+
+        self.call(fire())
+
+    def close(self) -> None:
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def controller() -> Iterator[Controller]:
+    c = Controller(free_port())
+    c.start()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def store(home: Path) -> Iterator[AlarmStore]:
+    paths.ensure_state()
+    s = AlarmStore(OpStore(paths.ops_db()))
+    yield s
+    s.opstore.close()
+
+
+def start_input(store: AlarmStore, endpoint: str, **server: Any) -> OpcuaInput:
+    settings = load_settings(serial={"duplicate_window_s": 30})
+    cfg = OpcuaServer(endpoint=endpoint, reconnect_min_s=0.2, reconnect_max_s=1.0, timeout_s=2.0, **server)
+    reader = OpcuaInput(cfg, Intake(settings, store))
+    reader.start()
+    assert reader.refreshed.wait(20), reader.status.last_error
+    return reader
+
+
+def rows(store: AlarmStore) -> list[dict[str, Any]]:
+    return store.opstore.rows("SELECT source, machine_id, code, message, status, repeats, payload FROM alarms"
+                              " ORDER BY id")
+
+
+def test_severity_bands() -> None:
+    assert [severity_band(v) for v in (1, 333, 334, 666, 667, 1000, 0, None)] == [
+        "info", "info", "warning", "warning", "critical", "critical", "", ""]
+
+
+def test_error_code_condition_name_machines_and_duplicates(controller: Controller, store: AlarmStore) -> None:
+    reader = start_input(store, controller.endpoint, machine="MC-01", code_field="ConditionName",
+                         machines={"Spindle-1": "CNC-7"})
+    try:
+        controller.alert("A01", source="Spindle-1", message="Drive overload")
+        controller.alert("A01", source="Spindle-1")  # re-sent: counted on the row, not stored twice
+        controller.alert("E-203", source="Unknown-axis")
+        controller.alarm("P77")  # a plain AlarmConditionType: the code from ConditionName
+        controller.alarm("P77", active=False, retain=False)  # going inactive: counted, not stored
+        wait_for(lambda: reader.status.counters["messages"] == 5, what="five events")
+        got = rows(store)
+    finally:
+        reader.stop()
+    source = f"opcua:{controller.endpoint}"
+    assert [(r["source"], r["machine_id"], r["code"], r["repeats"]) for r in got] == [
+        (source, "CNC-7", "A01", 1), (source, "MC-01", "E-203", 0), (source, "MC-01", "P77", 0)]
+    assert got[0]["message"] == "Drive overload"
+    assert reader.status.counters["cleared"] == 1 and reader.status.counters["repeats"] == 1
+
+
+def test_condition_refresh_after_a_server_restart(controller: Controller, store: AlarmStore) -> None:
+    reader = start_input(store, controller.endpoint, machine="MC-01", code_field="ConditionName")
+    try:
+        controller.alarm("P10")
+        wait_for(lambda: len(rows(store)) == 1, what="the first alarm")
+        controller.stop()
+        wait_for(lambda: reader.status.state == "reconnecting", what="the loss noticed")
+        controller.start()
+        # Became active while Shifu was disconnected: only ConditionRefresh brings it.
+        controller.alarm("P11")
+        wait_for(lambda: reader.status.counters["reconnects"] >= 1 and reader.refreshed.is_set(), what="reconnect")
+        wait_for(lambda: len(rows(store)) == 2, what="the refreshed alarm")
+        controller.alarm("P11")  # live again after the refresh: a repeat, not a row
+        wait_for(lambda: reader.status.counters["repeats"] >= 1, what="the repeat")
+        got = rows(store)
+    finally:
+        reader.stop()
+    assert [(r["code"], r["status"]) for r in got] == [("P10", "new"), ("P11", "new")]
+
+
+def test_garbage_and_oversized_strings_are_kept_unparsed(controller: Controller, store: AlarmStore) -> None:
+    reader = start_input(store, controller.endpoint, machine="MC-01")
+    try:
+        controller.alert("X" * 200_000)  # far longer than any code
+        controller.alert("\x00\x01\ufffd!!")  # no letters or digits: not a code
+        controller.alert("A02")  # and the input still works
+        wait_for(lambda: len(rows(store)) == 3, what="three rows")
+        got = rows(store)
+    finally:
+        reader.stop()
+    assert [r["status"] for r in got] == ["unparsed", "unparsed", "new"]
+    assert got[2]["code"] == "A02"
+    assert len(got[0]["payload"]) <= 64 * 1024 and b"XXXX" in got[0]["payload"]
