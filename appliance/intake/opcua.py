@@ -31,7 +31,7 @@ from asyncua.client.client import Client
 from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
-from asyncua.ua.uaerrors import BadCertificateUntrusted
+from asyncua.ua.uaerrors import BadCertificateUntrusted, UaStatusCodeError
 
 from appliance.config import OpcuaServer
 from appliance.intake.intake import Intake
@@ -268,7 +268,7 @@ class OpcuaInput(threading.Thread):
                     ua.NodeId(ObjectIds.ConditionType_ConditionRefresh),  # type: ignore[arg-type]
                     ua.Variant(sub.subscription_id, ua.VariantType.UInt32),
                 )
-            except ua.UaStatusCodeError as error:  # a server without A&C methods still sends live events
+            except UaStatusCodeError as error:  # a server without A&C methods still sends live events
                 self.status.add("refresh_refused")
                 log.warning("opcua %s: ConditionRefresh refused (%s); live events only", s.endpoint, error)
             self.refreshed.set()
