@@ -342,8 +342,7 @@ def build(
         else:
             default_test(staging, sources)
         (staging / COMPLETE_MARK).write_text(json.dumps({"version": version}))
-        final = store.path(version)
-        staging.rename(final)
+        store.publish(staging, version)  # rename, then fsync the folder: the rename survives a power cut
     except BaseException:
         store.discard(staging)
         raise

@@ -67,6 +67,15 @@ class VersionStore:
             )
         return self.path(version)
 
+    def publish(self, built: Path, version: int) -> Path:
+        """Rename a complete, self-tested build into `versions/<n>` and fsync `versions/`, so the
+        new folder is on the disk before anyone is told it exists."""
+        final = self.path(version)
+        sync_tree(built)
+        os.rename(built, final)
+        fsync_dir(self.versions_dir)
+        return final
+
     def activate(self, version: int) -> None:
         """Point `current` at a complete version, atomically."""
         if version not in self.versions():
@@ -76,7 +85,7 @@ class VersionStore:
             tmp.unlink()
         os.symlink(Path("versions") / str(version), tmp)
         os.replace(tmp, self.current_link)
-        _fsync_dir(self.kb_dir)
+        fsync_dir(self.kb_dir)
 
     def previous(self) -> int | None:
         """The newest complete version older than the current one."""
@@ -96,8 +105,25 @@ class VersionStore:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def sync_tree(root: Path) -> None:
+    """fsync every file and folder under `root` (deepest first), so that what a rename of `root`
+    publishes is complete on the disk: its data (SQLite, Chroma) and the renames made inside it."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the renames inside `path` durable (a rename lives in its directory's data)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:

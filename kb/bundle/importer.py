@@ -14,7 +14,8 @@ Phases (each may be cut by a power failure; the next start calls `recover`):
 
 A crash before 6 leaves the old version active (the orphaned version is removed by `recover`);
 a crash after 6 leaves the new one active and `recover` records its sequence.
-For tests, `SHIFU_BUNDLE_CRASH_AFTER=<phase>` makes the process SIGKILL itself after that phase.
+The crash tests kill the process from their own harness after a phase (`tests/test_bundle_crash.py`);
+nothing here kills its own process.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +43,6 @@ from kb.selftest import self_test as default_self_test
 from kb.versions import VersionStore
 
 PROVENANCE = "BUNDLE.json"
-CRASH_ENV = "SHIFU_BUNDLE_CRASH_AFTER"
 PHASES = ("copied", "verified", "revoked", "built", "models", "activated", "recorded")
 BUILDING_NOTE = "building-version"
 Progress = Callable[[str], None]
@@ -97,9 +96,9 @@ class ImportResult:
 
 
 def _phase(name: str, progress: Progress) -> None:
+    """Report a phase as done; everything it made visible is durable by then (the crash and
+    fsync-ordering tests hook in here from the outside)."""
     progress(f"phase {name}")
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def recover(ctx: ImportContext) -> list[str]:
@@ -207,6 +206,7 @@ def _import(source: Path, work: Path, ctx: ImportContext) -> ImportResult:
         if manifest.models and ctx.register_models is not None:
             ctx.progress(f"installing {len(manifest.models)} model file(s)")
             installed = install_model_files(bundle, ctx.models_dir)
+            fsync_dir(ctx.models_dir)  # the files' renames, before the registry names them
             undo_models = ctx.register_models(installed)
             result.models = [m.spec.id for m in installed]
         _phase("models", ctx.progress)
