@@ -10,6 +10,12 @@ A retrieved passage matches when its source equals `expected_source` and its sec
 equals or starts with `expected_section` (so a chapter-level label accepts any of its
 subsections). A query may also list `also`: further acceptable {source, section} pairs.
 
+A query may instead (or also) give `expected_code` (the code as the table writes it) and
+`machine_model` (may be ""): a symptom query, scored on the engine's deterministic symptom
+answer: `likely_code_recall_at_3` per language is the share of symptom queries whose
+expected code is among the first 3 `likely_codes` (kb.symptoms). Queries that name a code
+(`"A01"`, `"What does A02 mean?"`) are not symptom queries and are left out of it.
+
 Queries are searched the way the engine searches them: when the query is a known code,
 the code's own text (code, title, description) is added to the search, as in
 `appliance.engine`. recall@k is the share of queries with a match in the top k; MRR is
@@ -29,7 +35,8 @@ from kb.reader import KnowledgeBase
 from kb.types import Passage
 
 MODES = ("fts", "dense", "hybrid")
-REQUIRED = ("id", "query", "lang", "expected_source", "expected_section")
+REQUIRED = ("id", "query", "lang")
+LIKELY_K = 3
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class LabelledQuery:
     lang: str
     kind: str
     targets: tuple[Target, ...]
+    expected_code: str = ""
+    machine_model: str = ""
 
 
 @dataclass
@@ -95,15 +104,32 @@ class ModeReport:
 
 
 @dataclass
+class LikelyReport:
+    """How often the expected code is among the first LIKELY_K likely codes of a symptom."""
+
+    by_lang: dict[str, Score] = field(default_factory=dict)
+    misses: list[dict[str, Any]] = field(default_factory=list)
+
+    def recall(self) -> dict[str, float]:
+        return {lang: round(score.recall, 4) for lang, score in sorted(self.by_lang.items())}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"k": LIKELY_K, "by_lang": {k: v.to_json() for k, v in sorted(self.by_lang.items())},
+                "misses": self.misses}
+
+
+@dataclass
 class EvalReport:
     k: int
     kb_version: int
     queries: int
     modes: dict[str, ModeReport]
+    likely: LikelyReport = field(default_factory=LikelyReport)
 
     def to_json(self) -> dict[str, Any]:
         return {"k": self.k, "kb_version": self.kb_version, "queries": self.queries,
-                "modes": {name: report.to_json() for name, report in self.modes.items()}}
+                "modes": {name: report.to_json() for name, report in self.modes.items()},
+                "likely_code_recall_at_3": self.likely.recall(), "likely_codes": self.likely.to_json()}
 
     def rows(self) -> list[tuple[str, str, int, float, float]]:
         """(mode, group, n, recall, mrr) rows: overall, then each language."""
@@ -134,8 +160,10 @@ def load_queries(path: Path) -> list[LabelledQuery]:
         if not isinstance(item, dict):
             raise KBError(f"{where}: expected a JSON object")
         # expected_section may be "" (any section of the source); everything else must be given.
+        retrieval = "expected_source" in item or "expected_code" not in item
+        needed = (*REQUIRED, "expected_source", "expected_section") if retrieval else (*REQUIRED, "expected_code")
         missing = [
-            name for name in REQUIRED
+            name for name in needed
             if not isinstance(item.get(name), str) or (name != "expected_section" and not item[name].strip())
         ]
         if missing:
@@ -144,13 +172,15 @@ def load_queries(path: Path) -> list[LabelledQuery]:
         if ident in seen:
             raise KBError(f"{where}: id '{ident}' is used twice")
         seen.add(ident)
-        targets = [Target(item["expected_source"], item["expected_section"])]
+        targets = [Target(item["expected_source"], item["expected_section"])] if retrieval else []
         for alt in item.get("also") or []:
             if not isinstance(alt, dict) or not alt.get("source"):
                 raise KBError(f"{where}: every entry of 'also' needs a source (and optionally a section)")
             targets.append(Target(str(alt["source"]), str(alt.get("section", ""))))
         queries.append(LabelledQuery(id=ident, query=item["query"], lang=item["lang"],
-                                     kind=str(item.get("kind", "")), targets=tuple(targets)))
+                                     kind=str(item.get("kind", "")), targets=tuple(targets),
+                                     expected_code=str(item.get("expected_code") or ""),
+                                     machine_model=str(item.get("machine_model") or "")))
     if not queries:
         raise KBError(f"the query set {path} holds no queries")
     return queries
@@ -183,7 +213,7 @@ def evaluate(
     reports: dict[str, ModeReport] = {}
     for mode in modes:
         report = ModeReport()
-        for query in queries:
+        for query in (q for q in queries if q.targets):
             result = kbase.search(normalize_text(query.query), k, mode=mode, extra=extras[query.id])
             for notice in result.notices:
                 if notice not in report.notices:
@@ -199,4 +229,23 @@ def evaluate(
                     "got": [f"{p.source} > {p.section}" for p in result.passages[:3]],
                 })
         reports[mode] = report
-    return EvalReport(k=k, kb_version=kbase.version, queries=len(queries), modes=reports)
+    return EvalReport(k=k, kb_version=kbase.version, queries=len(queries), modes=reports,
+                      likely=evaluate_likely(kbase, queries))
+
+
+def evaluate_likely(kbase: KnowledgeBase, queries: list[LabelledQuery]) -> LikelyReport:
+    """Score the symptom answer on the queries that give an expected code and name no code."""
+    report = LikelyReport()
+    for query in queries:
+        if not query.expected_code or code_key(query.query) in set(kbase.known_keys()) \
+                or kbase.codes_in_text(query.query):
+            continue
+        match = kbase.likely(normalize_text(query.query), machine_model=query.machine_model, lang=query.lang)
+        got = [item.entry.code for item in match.codes[:LIKELY_K]]
+        keys, want = [code_key(code) for code in got], code_key(query.expected_code)
+        rank = keys.index(want) + 1 if want in keys else None
+        report.by_lang.setdefault(query.lang, Score()).add(rank)
+        if rank is None:
+            report.misses.append({"id": query.id, "query": query.query, "lang": query.lang,
+                                  "expected": query.expected_code, "got": got})
+    return report

@@ -7,24 +7,21 @@ embedding model are loaded on first use.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from kb.embed import Embedder
 from kb.errors import KBError
-from kb.normalize import code_key
+from kb.normalize import code_key, extract_codes
 from kb.search.calibrate import DEFAULT_THRESHOLD
 from kb.search.dense import DenseIndex
 from kb.search.hybrid import HybridSearcher, SearchResult
 from kb.search.rerank import CrossEncoderReranker, Tuning
+from kb.symptoms import SymptomIndex, SymptomMatch
 from kb.types import CodeEntry, FixCount, RepairRecord
 from kb.versions import DB_NAME
-
-_CODE_IN_TEXT = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{0,8}\s?[-_:]?\s?[0-9]{1,6}[A-Za-z]?(?![A-Za-z0-9])")
 
 
 @dataclass(frozen=True)
@@ -35,6 +32,8 @@ class Lookup:
     entry: CodeEntry | None
     candidates: tuple[CodeEntry, ...]
     suggestions: tuple[str, ...]
+    ambiguous: bool = False
+    """Rows for several machine models, none generic and none for this machine: entry is None."""
 
 
 class KnowledgeBase:
@@ -68,7 +67,10 @@ class KnowledgeBase:
         self.searcher = HybridSearcher(
             self.conn, self.dense, embedder if use_dense else None, rrf_k=rrf_k, tuning=tuning, reranker=reranker
         )
+        self.symptoms = SymptomIndex(self.conn)
+        """Symptom -> likely codes and similar repairs (kb.symptoms; built on first use)."""
         self._keys: list[str] | None = None
+        self._key_set: frozenset[str] | None = None
 
     def close(self) -> None:
         self.conn.close()
@@ -112,21 +114,26 @@ class KnowledgeBase:
 
         ordered = sorted(rows, key=rank)
         best = ordered[0]
-        distinct_models = {r.machine_model for r in rows}
-        if rank(best)[0] == 2 and len(distinct_models) > 1 and machine_model:
-            # The machine's model has no row and there is no generic row: ambiguous, but
-            # still show the first so the operator gets a procedure; the others are candidates.
-            pass
+        if rank(best)[0] == 2 and len({r.machine_model for r in rows}) > 1:
+            # Neither this machine's row nor a generic one, and several models to choose from:
+            # showing any one of them would be a guess. One row per model (in the operator's
+            # language when there is one) becomes a candidate; the operator picks the machine.
+            per_model: dict[str, CodeEntry] = {}
+            for entry in ordered:
+                per_model.setdefault(entry.machine_model, entry)
+            return Lookup(key=key, entry=None, candidates=tuple(per_model.values()), suggestions=(), ambiguous=True)
         return Lookup(key=key, entry=best, candidates=tuple(ordered[1:]), suggestions=())
 
     def find_code_in_text(self, text: str) -> str | None:
-        """A known code written inside a sentence ("What does A02 mean?", "輸送帶跳 A07"), as written."""
-        folded = unicodedata.normalize("NFKC", text)
-        known = set(self.known_keys())
-        for match in _CODE_IN_TEXT.finditer(folded):
-            if code_key(match.group(0)) in known:
-                return match.group(0)
-        return None
+        """The first known code written inside an entry, as written (None when there is none)."""
+        found = self.codes_in_text(text)
+        return found[0] if found else None
+
+    def codes_in_text(self, text: str) -> list[str]:
+        """Every known code in an entry (sentence, URL, QR payload, alarm line), as written, once each."""
+        if self._key_set is None:
+            self._key_set = frozenset(self.known_keys())
+        return extract_codes(text, self._key_set)
 
     def suggest(self, key: str, limit: int = 5) -> tuple[str, ...]:
         """Nearest known codes (as written) for an unknown key."""
@@ -143,17 +150,28 @@ class KnowledgeBase:
                 codes.append(row[0])
         return tuple(codes)
 
+    def likely(self, text: str, *, machine_model: str = "", lang: str = "en") -> SymptomMatch:
+        """For a symptom: likely codes and similar repairs; its translation via the code table helps."""
+        return self.symptoms.match(text, machine_model=machine_model, lang=lang,
+                                   translation=self.searcher.bridge.expand(text, 2))
+
     # -- machines and history --------------------------------------------------------------
     def machine_model(self, machine_id: str) -> str:
         row = self.conn.execute("SELECT machine_model FROM machines WHERE machine_id = ?", [machine_id]).fetchone()
         return str(row[0]) if row and row[0] else ""
 
-    def history(self, key: str, machine_id: str = "", limit: int = 5) -> tuple[list[RepairRecord], list[FixCount]]:
-        """Recent repairs for a code (this machine's first) and the most frequent fixes."""
+    def history(
+        self, key: str, machine_id: str = "", limit: int = 5, *, machine_model: str = ""
+    ) -> tuple[list[RepairRecord], list[FixCount]]:
+        """Recent repairs for a code (this machine's first) and the most frequent fixes.
+
+        With `machine_model` (the row shown is model-specific) only that model's records count:
+        an injection moulding machine's E-001 repairs say nothing about a conveyor's E-001.
+        """
         rows = self.conn.execute(
             "SELECT date, machine_id, machine_model, code, symptom, action, parts, result, technician, duration_min "
-            "FROM records WHERE key = ? ORDER BY (machine_id = ?) DESC, date DESC",
-            [key, machine_id],
+            "FROM records WHERE key = ? AND (? = '' OR machine_model = ?) ORDER BY (machine_id = ?) DESC, date DESC",
+            [key, machine_model, machine_model, machine_id],
         ).fetchall()
         records = [RepairRecord(*row) for row in rows]
         counts: Counter[str] = Counter()

@@ -241,3 +241,77 @@ def test_background_answer_gives_the_model_up_during_its_prompt(kb_home, setting
     assert int(foreground[0]["tokens"]) > 0 and operator.model_available  # type: ignore[call-overload]
     assert background[-1]["finish"] in {"stop", "length"} and int(background[-1]["tokens"]) > 0  # type: ignore[call-overload]
     assert done["alarm"].model_available and done["alarm"].diagnostics["preempted"] >= 1  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def no_model_engine(kb_home: Path, settings, embedder):  # type: ignore[no-untyped-def]
+    """The engine over the sample KB without a model: the deterministic steps only."""
+    from appliance import paths
+    from appliance.engine import Engine
+    from kb.versions import VersionStore
+
+    eng = Engine(settings, VersionStore(paths.kb_dir()), embedder=embedder)
+    yield eng
+    eng.close()
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-TW"])
+def test_a_code_of_several_models_without_a_machine_is_ambiguous(no_model_engine, lang: str) -> None:
+    events = list(no_model_engine.stream(Query("E-001", lang=lang)))
+    found = next(e for e in events if isinstance(e, CodeFound))
+    answer = events[-1].answer
+    assert found.ambiguous and found.entry is None and answer.code is None
+    assert sorted(c.machine_model for c in answer.candidates) == ["CV-200", "IM-850"]
+    assert all(c.lang == lang for c in answer.candidates), "each model's row in the operator's language"
+    assert any("CV-200" in n and "IM-850" in n for n in answer.notices)
+    assert answer.history == [] and answer.history_summary == [], "no model's repairs stand for the other's"
+    data = answer.to_json()
+    assert data["code"] is None and len(data["candidates"]) == 2 and data["machine_model"] is None
+
+
+def test_an_ambiguous_code_waits_for_the_machine_before_the_model(no_model_engine) -> None:
+    class Exploding:
+        def __call__(self) -> None:
+            raise AssertionError("the model must not be asked before the operator picks the machine")
+
+    no_model_engine._backend_factory = Exploding()
+    answer = no_model_engine.answer(Query("E-001", lang="en"), use_model=True)
+    assert answer.generated is None and not answer.model_available
+    assert not any("could not answer" in n for n in answer.notices), "the model was not even tried"
+
+
+def test_the_model_picks_the_row_from_the_query_or_the_inventory(no_model_engine) -> None:
+    by_model = no_model_engine.answer(Query("E-001", machine_model="IM-850", lang="en"), use_model=False)
+    assert by_model.code.machine_model == "IM-850" and by_model.to_json()["machine_model"] == "IM-850"
+    # The inventory knows better than a typed model: IM-01 is an IM-850.
+    by_machine = no_model_engine.answer(Query("E-001", machine_id="IM-01", lang="en"), use_model=False)
+    assert by_machine.code.machine_model == "IM-850" and by_machine.to_json()["machine_model"] == "IM-850"
+    # A machine whose model has no row of its own, with no generic row: still ambiguous.
+    mill = no_model_engine.answer(Query("E-001", machine_id="MC-01", lang="en"), use_model=False)
+    assert mill.code is None and len(mill.candidates) == 2
+
+
+@pytest.mark.parametrize(("machine_id", "model"), [("CV-01", "CV-200"), ("IM-01", "IM-850"), ("", "IM-850")])
+def test_history_of_a_model_specific_code_holds_only_that_model(no_model_engine, machine_id: str,
+                                                                 model: str) -> None:
+    with open(SAMPLE_KB / "records" / "repair_records.csv", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["code"] == "E-001"]
+    assert {r["machine_model"] for r in rows} >= {"CV-200", "IM-850"}, "the sample mixes both models' E-001"
+    answer = no_model_engine.answer(Query("E-001", machine_id=machine_id, machine_model="" if machine_id else model,
+                                          lang="en"), use_model=False)
+    own = {r["action"] for r in rows if r["machine_model"] == model}
+    assert answer.history and {r.machine_id for r in answer.history} <= {
+        r["machine_id"] for r in rows if r["machine_model"] == model}
+    assert {fix.action for fix in answer.history_summary} <= own
+    if machine_id in {r["machine_id"] for r in rows}:
+        assert answer.history[0].machine_id == machine_id, "this machine's own repairs come first"
+
+
+def test_history_of_a_generic_code_holds_every_model(no_model_engine) -> None:
+    answer = no_model_engine.answer(Query("P-01", machine_id="CV-01", lang="en"), use_model=False)
+    assert answer.code.machine_model == ""
+    with open(SAMPLE_KB / "records" / "repair_records.csv", encoding="utf-8") as handle:
+        models = {r["machine_model"] for r in csv.DictReader(handle) if r["code"] == "P-01"}
+    assert len(models) > 1
+    records, _ = no_model_engine.kb().history("P01", limit=100)
+    assert {r.machine_model for r in records} == models

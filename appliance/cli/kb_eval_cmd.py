@@ -1,4 +1,5 @@
-"""`shifu kb eval QUERIES.jsonl`: retrieval quality of the active KB (recall@k, MRR)."""
+"""`shifu kb eval QUERIES.jsonl`: retrieval quality of the active KB (recall@k, MRR) and, for
+symptom queries with an `expected_code`, the likely-code recall@3 per language."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import click
               help="Exit 1 when hybrid recall@k of any language is below this (for CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def kb_eval(queries: Path, k: int, modes: tuple[str, ...], fail_under: float | None, as_json: bool) -> None:
-    """Score retrieval on a labelled query set: recall@k and MRR per mode and language."""
+    """Score retrieval (recall@k, MRR per mode and language) and symptom answers (likely-code recall@3)."""
     from appliance import paths
     from appliance.cli.main import settings
     from kb.embed import SentenceTransformerEmbedder
@@ -56,6 +57,11 @@ def _print(report: Any) -> None:
     for mode, mode_report in report.modes.items():
         for notice in mode_report.notices:
             click.echo(f"notice ({mode}): {notice}", err=True)
+    for lang, score in sorted(report.likely.by_lang.items()):
+        click.echo(f"likely-code recall@3 {lang:6} {score.n:>4} {score.recall:>6.3f}")
+    for miss in report.likely.misses:
+        click.echo(f"  likely miss {miss['id']} [{miss['lang']}] {miss['query']}: want {miss['expected']}, "
+                   f"got {', '.join(miss['got']) or '(nothing)'}")
     if "hybrid" in report.modes and report.modes["hybrid"].misses:
         click.echo("hybrid misses:")
         for miss in report.modes["hybrid"].misses:

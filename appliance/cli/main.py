@@ -43,19 +43,23 @@ def cli() -> None:
 # -- ask -----------------------------------------------------------------------------------
 @cli.command()
 @click.argument("query", required=False)
-@click.option("--machine", "machine", default="", help="Machine id (picks the machine model's procedure).")
+@click.option("--machine", "machine", default="", help="Machine id, looked up in the inventory (picks its model's procedure).")
+@click.option("--model", "machine_model", default="", help="Machine model, when no machine id is at hand (e.g. CV-200).")
 @click.option("--lang", type=click.Choice(["zh-TW", "en"]), default=None, help="Answer language (default from config).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer object (see schemas/answer.schema.json).")
 @click.option("--no-llm", is_flag=True, help="Standard procedure, history and sources only; do not run the model.")
-def ask(query: str | None, machine: str, lang: str | None, as_json: bool, no_llm: bool) -> None:
+def ask(query: str | None, machine: str, machine_model: str, lang: str | None, as_json: bool, no_llm: bool) -> None:
     """Answer an error code or a symptom. Without QUERY: ask interactively, one per line."""
     from appliance.engine.factory import make_engine
 
+    if machine and machine_model:
+        # A machine id already names its model; two answers to one question would contradict.
+        raise click.UsageError("give --machine ID or --model MODEL, not both")
     config = settings()
     engine = make_engine(config)
     language = lang or config.general.lang
     if query is not None:
-        code = _ask_once(engine, query, machine, language, as_json, no_llm)
+        code = _ask_once(engine, query, machine, machine_model, language, as_json, no_llm)
         engine.close()
         sys.exit(code)
     prompt_text = "錯誤代碼或問題 / code or problem (Ctrl+D 離開): "
@@ -69,15 +73,16 @@ def ask(query: str | None, machine: str, lang: str | None, as_json: bool, no_llm
             if line.strip():
                 break
             continue
-        _ask_once(engine, line, machine, language, as_json, no_llm)
+        _ask_once(engine, line, machine, machine_model, language, as_json, no_llm)
     engine.close()
 
 
-def _ask_once(engine: Any, text: str, machine: str, lang: str, as_json: bool, no_llm: bool) -> int:
+def _ask_once(engine: Any, text: str, machine: str, machine_model: str, lang: str, as_json: bool,
+              no_llm: bool) -> int:
     from appliance.cli.render import TextPrinter
-    from appliance.engine.types import CodeFound, Done, HistoryFound, Partial, PassagesFound, Query
+    from appliance.engine.types import CodeFound, Done, HistoryFound, LikelyCodes, Partial, PassagesFound, Query
 
-    query = Query(text=text, machine_id=machine, source="cli", lang=lang)
+    query = Query(text=text, machine_id=machine, machine_model=machine_model, source="cli", lang=lang)
     printer = TextPrinter(sys.stdout, lang)
     try:
         for event in engine.stream(query, use_model=not no_llm):
@@ -87,6 +92,8 @@ def _ask_once(engine: Any, text: str, machine: str, lang: str, as_json: bool, no
                 continue
             if isinstance(event, CodeFound):
                 printer.code(event, text)
+            elif isinstance(event, LikelyCodes):
+                printer.likely(event)
             elif isinstance(event, HistoryFound):
                 printer.history(event)
             elif isinstance(event, PassagesFound):
@@ -236,6 +243,7 @@ PLUGIN_MODULES = (
     "appliance.cli.kiosk_cmd",
     "appliance.cli.kb_eval_cmd",
     "appliance.cli.serial_cmd",
+    "appliance.cli.intake_cmd",
     "appliance.cli.bundle_cmd",
     "appliance.cli.model_cmd",
     "appliance.cli.eval_cmd",

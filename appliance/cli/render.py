@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-from appliance.engine.types import Answer, CodeFound, HistoryFound, PassagesFound
+from appliance.engine.types import Answer, CodeFound, HistoryFound, LikelyCodes, PassagesFound
 
 LABELS = {
     "zh-TW": {
@@ -12,6 +12,8 @@ LABELS = {
         "safety": "安全注意", "history": "過去的處理方式", "times": "次", "passages": "參考資料",
         "generated": "AI 說明（非標準作業程序）", "symptom": "症狀查詢", "model_off": "模型無法使用",
         "severity": {"info": "資訊", "warning": "警告", "critical": "嚴重"}, "recent": "最近紀錄",
+        "ambiguous": "依機型不同，請指定機台（--machine 或 --model）", "several": "輸入中有多個代碼，請選擇一個",
+        "likely": "可能是", "similar": "相似的過去維修", "fixed": "修好",
     },
     "en": {
         "unknown": "Code not found", "suggest": "Did you mean", "steps": "Standard procedure (plant SOP)",
@@ -19,6 +21,9 @@ LABELS = {
         "generated": "AI explanation (not the standard procedure)", "symptom": "Symptom search",
         "model_off": "Model unavailable", "severity": {"info": "info", "warning": "warning", "critical": "CRITICAL"},
         "recent": "Recent",
+        "ambiguous": "One procedure per machine model; name the machine (--machine or --model)",
+        "several": "The entry holds several codes; choose one", "likely": "Likely", "similar": "Similar past repairs",
+        "fixed": "fixed",
     },
 }
 
@@ -43,6 +48,14 @@ class TextPrinter:
     def code(self, event: CodeFound, query: str) -> None:
         t = labels(self.lang)
         entry = event.entry
+        if event.ambiguous:
+            self.w(f"? {t['ambiguous']}:")
+            for row in event.candidates:
+                self.w(f"  {row.machine_model}: {row.code}  {row.title}")
+            return
+        if event.codes_in_entry:
+            self.w(f"? {t['several']}: {', '.join(event.codes_in_entry)}")
+            return
         if entry is None:
             if event.normalized:
                 self.w(f"✗ {t['unknown']}: {query}")
@@ -61,6 +74,25 @@ class TextPrinter:
             self.w(f"{t['safety']}:")
             for note in entry.safety:
                 self.w(f"  ⚠ {note}")
+
+    def likely(self, event: LikelyCodes) -> None:
+        """For a symptom: the best likely code's procedure, labelled as likely, then the others."""
+        t = labels(self.lang)
+        for i, item in enumerate(event.codes):
+            entry = item.entry
+            model = f" · {entry.machine_model}" if entry.machine_model else ""
+            self.w(f"{t['likely']} {entry.code}  {entry.title}{model}  ({item.score:.2f})")
+            if i == 0:
+                for n, step in enumerate(entry.steps, start=1):
+                    self.w(f"  {n}. {step}")
+                for note in entry.safety:
+                    self.w(f"  ⚠ {note}")
+        if event.repairs:
+            self.w(f"{t['similar']}:")
+            for repair in event.repairs:
+                r = repair.record
+                self.w(f"  • {r.code} {r.date} {r.machine_id}: {r.symptom} → {r.action} "
+                       f"({t['fixed']} {repair.fixed}/{repair.total})")
 
     def history(self, event: HistoryFound) -> None:
         t = labels(self.lang)

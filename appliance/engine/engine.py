@@ -1,8 +1,9 @@
 """Engine.stream(query): the data flow of one question, as typed events.
 
-resolve -> CodeFound -> history -> HistoryFound -> retrieve -> PassagesFound -> (refused, or the
-model through the scheduler) -> Partial... -> Done. Each step is a function over typed inputs
-in its own module (resolve, history, retrieve, generate, guard); the Engine holds the
+resolve -> CodeFound -> (for a symptom: LikelyCodes) -> history -> HistoryFound -> retrieve ->
+PassagesFound -> (refused, waiting for the operator's choice, or the model through the scheduler)
+-> Partial... -> Done. Each step is a function over typed inputs in its own module (resolve,
+symptom, history, retrieve, generate, guard); the Engine holds the
 resources (KB version, model, scheduler, operational store) and reads top to bottom. Steps
 1-3 come from SQLite and the vector index in milliseconds, before the model is asked; if the
 model is missing, slow or broken the operator still gets them, and a final Done always arrives.
@@ -21,7 +22,18 @@ from appliance.engine.history import History, find_history
 from appliance.engine.resolve import Resolved, resolve
 from appliance.engine.retrieve import retrieve
 from appliance.engine.schedule import Scheduler
-from appliance.engine.types import Answer, CodeFound, Done, Event, Failed, HistoryFound, PassagesFound, Query
+from appliance.engine.symptom import match_symptom
+from appliance.engine.types import (
+    Answer,
+    CodeFound,
+    Done,
+    Event,
+    Failed,
+    HistoryFound,
+    LikelyCodes,
+    PassagesFound,
+    Query,
+)
 from appliance.engine.validate import clean_query
 from appliance.llm.base import LLMBackend
 from appliance.store.opstore import OpStore
@@ -167,13 +179,20 @@ class Engine:
             return
         answer.kb_version = kb.version
 
-        resolved = resolve(kb, text, query.machine_id, lang)
-        answer.normalized, answer.code = resolved.normalized, resolved.entry
+        resolved = resolve(kb, text, query.machine_id, lang, query.machine_model)
+        answer.normalized, answer.code, answer.machine_model = resolved.normalized, resolved.entry, resolved.machine_model
         answer.candidates, answer.suggestions = list(resolved.candidates), list(resolved.suggestions)
+        answer.codes_in_entry = list(resolved.codes_in_entry)
         answer.notices.extend(resolved.notices)
         mark("lookup")
         yield CodeFound(resolved.normalized, resolved.entry, resolved.candidates, resolved.suggestions,
-                        resolved.machine_model)
+                        resolved.machine_model, resolved.ambiguous, resolved.codes_in_entry)
+
+        likely = match_symptom(kb, resolved, lang)
+        answer.likely_codes, answer.similar_repairs = list(likely.codes), list(likely.repairs)
+        mark("symptom")
+        if likely.codes or likely.repairs:
+            yield LikelyCodes(likely.codes, likely.repairs)
 
         history = find_history(kb, resolved.entry, query.machine_id)
         answer.history, answer.history_summary = list(history.records), list(history.summary)
@@ -195,6 +214,8 @@ class Engine:
             if not retrieved.relevant:
                 answer.refused = True
                 answer.notices.append(NOT_IN_KB.get(lang, NOT_IN_KB["en"]))
+            elif resolved.waiting:
+                pass  # the model explains the row the operator chooses, never a guessed one
             elif not use_model:
                 answer.notices.append("模型已關閉 (--no-llm)" if lang == "zh-TW" else "model not used (--no-llm)")
             else:
@@ -264,7 +285,7 @@ class Engine:
         """The prompt the model would read for a query (benchmarks, tests and data checks)."""
         kb = self.kb()
         text = clean_query(query.text, self.settings.general.max_query_chars)
-        resolved = resolve(kb, text, query.machine_id, query.lang)
+        resolved = resolve(kb, text, query.machine_id, query.lang, query.machine_model)
         history = find_history(kb, resolved.entry, query.machine_id)
         retrieved = retrieve(kb, resolved, self.settings.retrieval)
         return self.prompt_context(resolved, history, query.machine_id, query.lang, list(retrieved.passages))

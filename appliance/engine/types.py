@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kb.symptoms import ScoredCode, SimilarRepair
 from kb.types import CodeEntry, FixCount, Passage, RepairRecord
 
 
@@ -14,6 +15,8 @@ class Query:
 
     text: str
     machine_id: str = ""
+    machine_model: str = ""
+    """The machine model when no machine id is known (`shifu ask --model`); the inventory's model wins."""
     source: str = "cli"  # keyboard | scanner | serial | cli | http
     lang: str = "zh-TW"
     priority: int = 0  # 0 = operator (first), higher = background work
@@ -28,6 +31,18 @@ class CodeFound:
     candidates: tuple[CodeEntry, ...] = ()
     suggestions: tuple[str, ...] = ()
     machine_model: str = ""
+    ambiguous: bool = False
+    """Rows for several machine models and none for this one: `candidates` holds one per model."""
+    codes_in_entry: tuple[str, ...] = ()
+    """Several known codes in the entry (as written): the operator chooses one."""
+
+
+@dataclass(frozen=True)
+class LikelyCodes:
+    """Step 2, for a symptom: the code rows it most likely is and the past repairs that match it."""
+
+    codes: tuple[ScoredCode, ...]
+    repairs: tuple[SimilarRepair, ...]
 
 
 @dataclass(frozen=True)
@@ -79,10 +94,14 @@ class Answer:
     query: str
     lang: str
     machine_id: str = ""
+    machine_model: str = ""
     normalized: str | None = None
     code: CodeEntry | None = None
     candidates: list[CodeEntry] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
+    codes_in_entry: list[str] = field(default_factory=list)
+    likely_codes: list[ScoredCode] = field(default_factory=list)
+    similar_repairs: list[SimilarRepair] = field(default_factory=list)
     history: list[RepairRecord] = field(default_factory=list)
     history_summary: list[FixCount] = field(default_factory=list)
     passages: list[Passage] = field(default_factory=list)
@@ -105,9 +124,13 @@ class Answer:
             "normalized": self.normalized,
             "lang": self.lang,
             "machine_id": self.machine_id or None,
+            "machine_model": self.machine_model or None,
             "code": self.code.to_json() if self.code else None,
             "candidates": [c.to_json() for c in self.candidates],
             "suggestions": list(self.suggestions),
+            "codes_in_entry": list(self.codes_in_entry),
+            "likely_codes": [c.to_json() for c in self.likely_codes],
+            "similar_repairs": [r.to_json() for r in self.similar_repairs],
             "history": [r.to_json() for r in self.history],
             "history_summary": [s.to_json() for s in self.history_summary],
             "passages": [p.to_json() for p in self.passages],
@@ -130,4 +153,4 @@ class Done:
     answer: Answer
 
 
-Event = CodeFound | HistoryFound | PassagesFound | Partial | Token | Failed | Done
+Event = CodeFound | LikelyCodes | HistoryFound | PassagesFound | Partial | Token | Failed | Done
