@@ -150,3 +150,47 @@ def test_stick_pulled_during_copy(how: str, kb_home: Path, tmp_path: Path, signe
     assert VersionStore(kb_home / "kb").current() == 1
     assert assert_sound(kb_home) == ORIGINAL_TITLE
     assert not list((kb_home / "staging").glob("import-*"))
+
+
+@pytest.fixture(scope="module")
+def kb_model_bundle(tmp_path_factory: pytest.TempPathFactory, signer: Path, built_home: Path, embedder: Any) -> Path:
+    """The new KB plus an adapter for the embedded base, activated on import."""
+    from kb.build import SourceSpec
+    from kb.bundle.pack import BundlePlan, ModelFile, build_bundle
+    from models.registry import embedded_model_path, file_sha256
+
+    work = tmp_path_factory.mktemp("crash-model")
+    adapter = work / "line3-lora.gguf"
+    adapter.write_bytes(b"GGUF" + bytes(range(256)) * 40)
+    plan = BundlePlan(sources=[SourceSpec(edited_sample(work / "src", NEW_TITLE))], label="kb+model",
+                      model_label="lora", models=[ModelFile(file=adapter, id="line3-lora", kind="adapter",
+                                                            base_sha256=file_sha256(embedded_model_path()),
+                                                            activate=True)])
+    db = VersionStore(built_home / "kb").current_path() / DB_NAME
+    build_bundle(plan, work / "bundle", signer, embedder=embedder, reuse_db=db)
+    return work / "bundle"
+
+
+@pytest.mark.parametrize("phase", ["models", "activated"])
+def test_kb_and_model_import_killed_keeps_kb_and_models_together(
+    phase: str, tmp_path: Path, built_home: Path, signer: Path, kb_model_bundle: Path
+) -> None:
+    """Killed after the registry changed: before the switch, the recovery puts the registry back
+    (old KB, old pair); after it, the new KB comes with the new adapter."""
+    import tomllib
+
+    home = fresh_home(built_home, tmp_path / "home", signer)
+    registry = home / "models.toml"
+    registry.write_text('active_base = "smollm2-135m-instruct-q4_1"\nactive_adapter = ""\n')
+    before = registry.read_bytes()
+    process = start_import(home, kb_model_bundle, phase)
+    _out, err = process.communicate(timeout=180)
+    assert process.returncode == -signal.SIGKILL, err.decode()[-2000:]
+
+    recover(context(home, registry_file=registry))
+    switched = phase == "activated"
+    assert assert_sound(home) == (NEW_TITLE if switched else ORIGINAL_TITLE)
+    if switched:
+        assert tomllib.loads(registry.read_text())["active_adapter"] == "line3-lora"
+    else:
+        assert registry.read_bytes() == before, "the adapter stayed active although its KB was never switched to"

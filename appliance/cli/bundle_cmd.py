@@ -237,6 +237,7 @@ def import_context(config: Any, progress: Any, copy_progress: Any = None) -> Any
         state_file=paths.state_dir() / STATE_FILE, models_dir=paths.models_dir(), embedder=_embedder(config),
         limits=_bundle_limits(config), progress=progress, copy_progress=copy_progress,
         register_models=register_models,
+        registry_file=paths.models_toml(),
     )
 
 

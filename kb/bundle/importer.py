@@ -8,12 +8,14 @@ Phases (each may be cut by a power failure; the next start calls `recover`):
 4. `built`      a new KB version is built from the staged sources and self-tested (not active);
                 it carries `BUNDLE.json` (key id, sequence) from the moment it is complete
 5. `models`     model files copied into the models folder and the registry updated (an adapter
-                only for a registered base); undone if a later phase fails
+                only for a registered base); the registry's previous bytes are kept in staging
+                first, and it is put back if a later phase fails or the process dies before 6
 6. `activated`  `current` switched atomically; a health check reverts if the version fails
 7. `recorded`   the key's sequence is saved; staging removed
 
-A crash before 6 leaves the old version active (the orphaned version is removed by `recover`);
-a crash after 6 leaves the new one active and `recover` records its sequence.
+A crash before 6 leaves the old version active (the orphaned version is removed by `recover`, and
+the model registry is put back); a crash after 6 leaves the new one active (with the new models)
+and `recover` records its sequence.
 The crash tests kill the process from their own harness after a phase (`tests/test_bundle_crash.py`);
 nothing here kills its own process.
 """
@@ -45,6 +47,8 @@ from kb.versions import VersionStore
 PROVENANCE = "BUNDLE.json"
 PHASES = ("copied", "verified", "revoked", "built", "models", "activated", "recorded")
 BUILDING_NOTE = "building-version"
+REGISTRY_BEFORE = "registry-before"  # the model registry's bytes before this import changed it
+REGISTRY_ABSENT = "registry-absent"  # ... or the mark that there was no registry file
 Progress = Callable[[str], None]
 
 
@@ -74,6 +78,9 @@ class ImportContext:
     # Updates the model registry with the installed files (the registry lives outside `kb`) and
     # returns how to put it back as it was, for when a later part of the bundle fails.
     register_models: Callable[[list[InstalledModel]], Callable[[], None] | None] | None = None
+    # The registry file `register_models` changes: saved in the import's staging folder first, so
+    # that `recover` puts it back after a crash that left the KB part unswitched.
+    registry_file: Path | None = None
 
 
 @dataclass
@@ -109,6 +116,11 @@ def recover(ctx: ImportContext) -> list[str]:
         for entry in ctx.staging_dir.iterdir():
             if entry.name.startswith(("import-", "verify-")) and entry.is_dir() and not entry.is_symlink():
                 note = entry / BUILDING_NOTE
+                building = int(note.read_text().strip()) if note.is_file() and note.read_text().strip().isdigit() else None
+                if ctx.registry_file is not None and _restore_registry(entry, ctx.registry_file,
+                                                                       keep=building is not None
+                                                                       and building == store.current()):
+                    done.append(f"model registry put back as it was before the import in {entry.name}")
                 if note.is_file() and note.read_text().strip().isdigit():
                     store.discard(store.staging_path(int(note.read_text().strip())))
                 shutil.rmtree(entry, ignore_errors=True)
@@ -207,6 +219,8 @@ def _import(source: Path, work: Path, ctx: ImportContext) -> ImportResult:
             ctx.progress(f"installing {len(manifest.models)} model file(s)")
             installed = install_model_files(bundle, ctx.models_dir)
             fsync_dir(ctx.models_dir)  # the files' renames, before the registry names them
+            if ctx.registry_file is not None:
+                _save_registry_journal(work, ctx.registry_file)
             undo_models = ctx.register_models(installed)
             result.models = [m.spec.id for m in installed]
         _phase("models", ctx.progress)
@@ -225,11 +239,53 @@ def _import(source: Path, work: Path, ctx: ImportContext) -> ImportResult:
             if undo_models is not None:  # all or nothing: the registry goes back with the KB
                 undo_models()
             raise
+    _drop_registry_journal(work)  # from here on a crash keeps the new pair (the import counts)
     state.record(bundle.key_id, manifest.sequence, result.version, manifest.kb_version)
     state.save()
     _phase("recorded", ctx.progress)
     result.seconds = round(time.monotonic() - started, 2)
     return result
+
+
+def _save_registry_journal(work: Path, registry: Path) -> None:
+    if registry.exists():
+        data, name = registry.read_bytes(), REGISTRY_BEFORE
+    else:
+        data, name = b"", REGISTRY_ABSENT
+    with open(work / name, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    fsync_dir(work)
+
+
+def _drop_registry_journal(work: Path) -> None:
+    found = False
+    for name in (REGISTRY_BEFORE, REGISTRY_ABSENT):
+        if (work / name).exists():
+            (work / name).unlink()
+            found = True
+    if found:
+        fsync_dir(work)
+
+
+def _restore_registry(work: Path, registry: Path, *, keep: bool) -> bool:
+    """After a crash: put the registry back from the journal in `work` unless `keep` (the import's
+    KB version was switched to, so the import counts). Returns whether it was put back."""
+    before, absent = work / REGISTRY_BEFORE, work / REGISTRY_ABSENT
+    if keep or not (before.is_file() or absent.is_file()):
+        return False
+    if absent.is_file():
+        registry.unlink(missing_ok=True)
+    else:
+        tmp = registry.with_name(f".{registry.name}.recover.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(before.read_bytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, registry)
+    fsync_dir(registry.parent)
+    return True
 
 
 def _build(bundle: VerifiedBundle, store: VersionStore, work: Path, ctx: ImportContext) -> BuildReport:
