@@ -131,7 +131,7 @@ def start_input(store: AlarmStore, endpoint: str, **server: Any) -> OpcuaInput:
 
 
 def rows(store: AlarmStore) -> list[dict[str, Any]]:
-    return store.opstore.rows("SELECT source, machine_id, code, message, status, repeats, payload FROM alarms"
+    return store.opstore.rows("SELECT source, machine_id, code, message, status, repeats, payload, severity FROM alarms"
                               " ORDER BY id")
 
 
@@ -157,6 +157,7 @@ def test_error_code_condition_name_machines_and_duplicates(controller: Controlle
     assert [(r["source"], r["machine_id"], r["code"], r["repeats"]) for r in got] == [
         (source, "CNC-7", "A01", 1), (source, "MC-01", "E-203", 0), (source, "MC-01", "P77", 0)]
     assert got[0]["message"] == "Drive overload"
+    assert [r["severity"] for r in got] == ["critical", "critical", "warning"]  # 800, 800, 500
     assert reader.status.counters["cleared"] == 1 and reader.status.counters["repeats"] == 1
 
 

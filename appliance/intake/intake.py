@@ -138,6 +138,7 @@ class Intake:
                             alarm.port or alarm.source, alarm.machine_id, alarm.raw, alarm.code, alarm.normalized,
                             alarm.message, answer, source=alarm.source, status=alarm.status,
                             message_key=alarm.message_key or None, payload=alarm.payload,
+                            severity=alarm.severity or None,
                         )
                     )
                     if alarm.status != "unparsed" and alarm.normalized:

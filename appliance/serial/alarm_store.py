@@ -64,6 +64,7 @@ class NewAlarm:
     status: str = "new"
     message_key: str | None = None
     payload: bytes | None = None
+    severity: str | None = None
 
 
 class Batch:
@@ -76,7 +77,7 @@ class Batch:
     def insert(self, alarm: NewAlarm) -> int:
         cursor = self._conn.execute(
             "INSERT INTO alarms (received, port, machine_id, raw, code, normalized, message, answer_status,"
-            " source, status, message_key, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " source, status, message_key, payload, severity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 self._now,
                 alarm.port,
@@ -90,6 +91,7 @@ class Batch:
                 alarm.status,
                 alarm.message_key,
                 alarm.payload,
+                alarm.severity,
             ],
         )
         return int(cursor.lastrowid or 0)

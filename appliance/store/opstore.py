@@ -79,7 +79,17 @@ def m003_alarm_source(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS alarms_message_key ON alarms (message_key) WHERE message_key IS NOT NULL")
 
 
-MIGRATIONS: list[Migration] = [m001_initial, m002_feedback_alarm, m003_alarm_source]
+def m004_alarm_severity(db: sqlite_utils.Database) -> None:
+    """The severity an input reported (OPC UA's 1-1000 scale in bands: info, warning, critical), if any.
+
+    The kiosk shows the active KB's severity for a code it knows, and this one otherwise.
+    """
+    columns = {row[1] for row in db.execute("PRAGMA table_info(alarms)").fetchall()}
+    if "severity" not in columns:
+        db.execute("ALTER TABLE alarms ADD COLUMN severity TEXT")
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_feedback_alarm, m003_alarm_source, m004_alarm_severity]
 COUNTED = ("audit", "feedback", "alarms")
 """The tables whose row counts the technician screen and `GET /v1/status` show."""
 
