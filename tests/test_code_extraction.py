@@ -122,3 +122,12 @@ def test_a_model_specific_code_in_a_url_is_still_ambiguous_without_a_machine(kbs
 def test_only_known_codes_are_extracted() -> None:
     assert extract_codes("Error 13101 at 20 C", frozenset({"13101"})) == ["13101"]
     assert extract_codes("Error 13101 at 20 C", frozenset()) == []
+
+
+@pytest.mark.parametrize(("entry", "code"), [("ALARM:1 [Hard limit]", "ALARM:1"), ("error:9", "error:9"),
+                                             ("Error 9 when I send G0", "error:9")])
+def test_grbl_lines_resolve_to_grbls_own_rows(kbs: dict[str, KnowledgeBase], entry: str, code: str) -> None:
+    if "grbl" not in kbs:
+        pytest.skip("the shared Grbl corpus is not beside the repo")
+    resolved = resolve(kbs["grbl"], entry, "", "en")
+    assert resolved.entry is not None and resolved.entry.code == code, resolved
