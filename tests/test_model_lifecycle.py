@@ -101,3 +101,11 @@ def test_doctor_shows_the_active_pair_and_the_last_verify(kb_home: Path, registe
     sha = file_sha256(registered_base)
     assert verify["ok"] and f"active pair {BASE_ID}" in verify["detail"], verify
     assert f"{BASE_ID} sha256 {sha[:16]} ok" in verify["detail"] and "last verify 20" in verify["detail"]
+
+
+def test_doctor_reports_a_configured_model_as_unverified(kb_home: Path, registered_base: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIFU_MODEL__PATH", str(registered_base))
+    code, output = shifu("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(output)["checks"]}
+    assert "UNVERIFIED" in checks["unverified"]["detail"] and str(registered_base) in checks["unverified"]["detail"]

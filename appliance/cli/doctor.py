@@ -213,6 +213,11 @@ def checks(settings: Settings, *, load_model: bool = False) -> list[dict[str, An
                 f"{adapter.id} {adapter.path} sha256 {asha[:16]}{'' if amatch else ' (does not match registry)'}",
             )
         add("verify", *_verify_check(registry.active_base, registry.active_adapter))
+        configured = [f"{name} = {value}" for name, value in (("model.path", settings.model.path),
+                                                                ("model.adapter", settings.model.adapter)) if value]
+        if configured:  # loaded instead of the registry's pair, with no recorded hash to check
+            add("unverified", True, f"UNVERIFIED: {', '.join(configured)} in the configuration is loaded without "
+                                    "a registry hash; register it (`shifu model export --register`) to have it checked")
     except ShifuError as error:
         add("model", False, str(error))
     add("gpu", *_gpu_check(settings, info))
