@@ -129,12 +129,12 @@ def by_source(store: AlarmStore) -> list[tuple[str, str, str, str, str]]:
     return [(r["source"], r["machine_id"], r["code"], r["message"], r["status"]) for r in rows]
 
 
-def test_json_regex_and_malformed_payloads(broker: Broker, store: AlarmStore) -> None:
-    shifu = make_input(store, broker.port)
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_json_regex_and_malformed_payloads(broker: Broker, store: AlarmStore, protocol: str) -> None:
+    shifu = make_input(store, broker.port, protocol=protocol)
     gateway = publisher(broker.port)
     try:
-        assert shifu.connected.wait(10)
-        time.sleep(0.3)  # the SUBACK
+        assert shifu.subscribed.wait(20)
         garbage = b"\xff\xfe{" + bytes(range(256)) * 400  # not UTF-8, and 100 KiB
         publish_all(gateway, [
             ("plant/L1/alarm", json.dumps({"machine": "CV-01", "alarm": {"code": "A01", "text": "DRIVE OVERLOAD"}})
@@ -163,8 +163,7 @@ def test_json_regex_and_malformed_payloads(broker: Broker, store: AlarmStore) ->
 
 def test_offline_backlog_broker_restart_and_redelivery(broker: Broker, store: AlarmStore) -> None:
     shifu = make_input(store, broker.port)
-    assert shifu.connected.wait(10)
-    time.sleep(0.3)
+    assert shifu.subscribed.wait(20)
     shifu.stop()  # the broker keeps the session: messages for Shifu are queued
     gateway = publisher(broker.port)
     publish_all(gateway, [("plant/L1/alarm", json.dumps({"machine": f"M{i}", "alarm": {"code": "A01"}}).encode())
@@ -176,13 +175,15 @@ def test_offline_backlog_broker_restart_and_redelivery(broker: Broker, store: Al
         broker.stop()
         wait_for(lambda: shifu.status.state == "reconnecting", what="the loss noticed")
         broker.start()
-        wait_for(lambda: shifu.status.counters["reconnects"] >= 1 and shifu.connected.is_set(), what="reconnect")
-        time.sleep(0.3)
+        wait_for(lambda: shifu.status.counters["reconnects"] >= 1 and shifu.subscribed.is_set(), what="reconnect")
         gateway = publisher(broker.port)
         same = json.dumps({"machine": "M1", "alarm": {"code": "B02", "seq": 1}}).encode()
         publish_all(gateway, [("plant/L1/alarm", same), ("plant/L1/alarm", same)])  # the second: a redelivery
         gateway.loop_stop()
-        wait_for(lambda: shifu.status.counters["redelivered"] == 1, what="the redelivery")
+        # The second copy, and any backlog message whose PUBACK the stopped broker never got, come again:
+        # counted as redeliveries, never as rows.
+        wait_for(lambda: store.count() == 51 and shifu.status.counters["redelivered"] >= 1, what="the redelivery")
+        time.sleep(0.5)
     finally:
         shifu.stop()
     rows = by_source(store)
@@ -196,8 +197,7 @@ def test_burst_of_10000_messages_loses_no_alarm(broker: Broker, store: AlarmStor
     gateway = publisher(broker.port)
     n = 10_000
     try:
-        assert shifu.connected.wait(10)
-        time.sleep(0.3)
+        assert shifu.subscribed.wait(20)
         started = time.monotonic()
         publish_all(gateway, [
             ("plant/L1/alarm", json.dumps({"machine": f"CV-{i % 7}", "alarm": {"code": f"A{i}"}}).encode())

@@ -117,6 +117,7 @@ class MqttInput:
         self._stop_event = threading.Event()
         self._thread = threading.Thread(target=self._store_loop, name=f"mqtt-{broker.host}", daemon=True)
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -135,6 +136,7 @@ class MqttInput:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -168,14 +170,21 @@ class MqttInput:
         self._generation += 1
         if self._generation > 1:
             self.status.add("reconnects")
-        self.status.set(state="connected", last_error="")
         log.info("mqtt %s connected as %s", self.status.name, self.client_id)
-        if self.broker.subscriptions:
-            client.subscribe([(s.topic, 1) for s in self.broker.subscriptions])
         self.connected.set()
+        if self.broker.subscriptions:
+            self.status.set(state="subscribing", last_error="")
+            client.subscribe([(s.topic, 1) for s in self.broker.subscriptions])
+        else:
+            self.status.set(state="connected", last_error="")
+
+    def _on_subscribe(self, *_args: Any) -> None:
+        self.status.set(state="connected")  # subscribed: from now on nothing published is missed
+        self.subscribed.set()
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if not self._stop_event.is_set():
             self.status.set(state="reconnecting", last_error=str(reason))
             log.warning("mqtt %s lost: %s; reconnecting", self.status.name, reason)

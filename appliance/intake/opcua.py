@@ -236,7 +236,8 @@ class OpcuaInput(threading.Thread):
 
     async def _connect(self, lost: asyncio.Event) -> Client:
         s = self.server
-        client = Client(s.endpoint, timeout=s.timeout_s, watchdog_intervall=max(0.2, s.timeout_s / 5))
+        # The watchdog probes the server every timeout_s: a server busy for less is not taken for gone.
+        client = Client(s.endpoint, timeout=s.timeout_s, watchdog_intervall=max(1.0, s.timeout_s))
 
         async def on_lost(_error: Exception) -> None:
             lost.set()

@@ -17,7 +17,7 @@ class InputStatus:
 
     name: str
     kind: str
-    state: str = "starting"  # starting | connected | reconnecting | stopped
+    state: str = "starting"  # starting | subscribing | connected | reconnecting | stopped
     last_error: str = ""
     last_message: float | None = None
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
