@@ -194,3 +194,15 @@ def test_garbage_and_oversized_strings_are_kept_unparsed(controller: Controller,
     assert [r["status"] for r in got] == ["unparsed", "unparsed", "new"]
     assert got[2]["code"] == "A02"
     assert len(got[0]["payload"]) <= 64 * 1024 and b"XXXX" in got[0]["payload"]
+
+
+def test_code_from_a_message_through_pattern_and_inactive_alarms() -> None:
+    from appliance.intake.opcua import to_alarm
+
+    server = OpcuaServer(endpoint="opc.tcp://cnc:4840", machine="MC-01", code_field="Message",
+                         pattern=r"(?P<code>E-\d+) on (?P<machine>[A-Z0-9-]+)")
+    got = to_alarm(server, {"Message": ua.LocalizedText("Alarm E-203 on PRESS-4: heater"), "Severity": 700})
+    assert got is not None and (got.code, got.machine_id, got.severity) == ("E-203", "PRESS-4", "critical")
+    nothing = to_alarm(server, {"Message": ua.LocalizedText("all fine"), "Severity": 10})
+    assert nothing is not None and nothing.status == "unparsed"
+    assert to_alarm(server, {"Message": "E-1 on X", "ActiveState/Id": False}) is None

@@ -106,6 +106,8 @@ def to_alarm(server: OpcuaServer, fields: dict[str, Any], pattern: re.Pattern[st
     """The alarm an event carries; None for an alarm going inactive; `unparsed` when it names no code."""
     limit = server.max_field_chars
     source = f"opcua:{server.endpoint}"
+    if pattern is None and server.pattern:
+        pattern = re.compile(server.pattern)
     if fields.get("ActiveState/Id") is False:
         return None
     source_name = _text(fields.get("SourceName"), 200)
