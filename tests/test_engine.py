@@ -143,17 +143,17 @@ def test_cache_is_per_prompt_machine_and_history(engine) -> None:
     model = ScriptedModel({"summary": "Check the belt tension.", "steps": [
         {"text": "Check the belt tension.", "cites": [1]}], "safety": [], "parts": [], "escalate": False})
     engine.set_backend(model)
-    one = engine.context_for(Query("A05", machine_id="CV-01", lang="en"))
-    two = engine.context_for(Query("A05", machine_id="CV-02", lang="en"))
+    one = engine.context_for(Query("A04", machine_id="CV-01", lang="en"))
+    two = engine.context_for(Query("A04", machine_id="CV-02", lang="en"))
     assert one.machine != two.machine and one.history != two.history, "the two machines' prompts differ"
-    first = engine.answer(Query("A05", machine_id="CV-01", lang="en"))
-    other_machine = engine.answer(Query("A05", machine_id="CV-02", lang="en"))
-    again = engine.answer(Query("a 05", machine_id="CV-01", lang="en"))
+    first = engine.answer(Query("A04", machine_id="CV-01", lang="en"))
+    other_machine = engine.answer(Query("A04", machine_id="CV-02", lang="en"))
+    again = engine.answer(Query("a 04", machine_id="CV-01", lang="en"))
     assert not first.cached and not other_machine.cached, "another machine with another history is not served"
     assert again.cached and again.generated == first.generated
     assert len(model.prompts) == 2
     # A code inside a sentence: the operator's own words are in the prompt, so in the key.
-    worded = engine.answer(Query("A05 belt squeals", machine_id="CV-01", lang="en"))
+    worded = engine.answer(Query("A04 belt squeals", machine_id="CV-01", lang="en"))
     assert not worded.cached
     # The cached answer cites passage numbers: both spellings retrieved the same passages.
     assert [p.id for p in again.passages] == [p.id for p in first.passages]

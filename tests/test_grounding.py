@@ -44,7 +44,9 @@ def test_guard_keeps_only_completed_strings_of_cut_output() -> None:
     jsonschema.validate({"generated": result.generated}, {"properties": {"generated": SCHEMA["properties"]["generated"]}})
 
 
-@pytest.mark.parametrize("fragment", ["1}", "{2}", "12", "[…]", "  ", '", "cites', "(https://www.youtube.com/embed?markup=&b"])
+@pytest.mark.parametrize("fragment", ["1}", "{2}", "12", "[…]", "  ", '", "cites', "(https://www.youtube.com/embed?markup=&b",
+                                      "[1] (cv200_conveyor_manual.md > CV-200 Manual > A01 Drive motor overload) A01 is",
+                                      "C: 459876, A: 10/2019, B: 2020-03-22, C: 2020-03-22", "text-type':'json',"])
 def test_quality_gate_drops_fragments(fragment: str) -> None:
     raw = json.dumps({"summary": fragment, "steps": [{"text": fragment, "cites": [1]}],
                       "safety": [fragment], "parts": [fragment], "escalate": False})
@@ -61,6 +63,8 @@ def test_quality_gate_drops_repeats_and_foreign_scripts() -> None:
     result = guard(raw, passages(1), "en")
     assert [s["text"] for s in result.generated["steps"]] == ["Check the belt tension"]
     assert result.dropped == 3
+    numbered = guard(raw.replace("Check the belt tension", "1. Check the belt tension"), passages(1), "en")
+    assert numbered.generated["text"].splitlines()[1] == "1. Check the belt tension [1]"
     zh = guard(raw, passages(1), "zh-TW")
     assert [s["text"] for s in zh.generated["steps"]] == ["檢查皮帶張力"]
 

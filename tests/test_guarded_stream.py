@@ -76,7 +76,7 @@ def test_every_engine_event_is_guarded(hostile) -> None:
     assert generated is not None
     _clean(json.dumps(generated, ensure_ascii=False))
     assert [s["text"] for s in generated["steps"]][0] == "Clean the drive pulley lagging with degreaser."
-    assert answer.diagnostics["unsafe_removed"] == 2
+    assert answer.diagnostics["unsafe_removed"] == 3  # two steps and the safety note
     assert answer.diagnostics["contacts_removed"] >= 3
     assert 99 in answer.diagnostics["raw_cites"] and answer.diagnostics["cites_removed"] >= 1
     # The plant's own safety notes stay in front of the operator.

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from test_chroma_server import free_port
 
 from appliance.engine import Engine
+from appliance.engine.quality import usable
 from appliance.engine.types import CodeFound, Done, Partial, Query
 from appliance.llm.base import GenerateOptions, LLMBackend, ModelInfo
 
@@ -138,7 +139,14 @@ def test_ask_returns_the_answer_object_with_a_generated_part(client: Any) -> Non
     answer = response.json()
     jsonschema.validate(answer, SCHEMA)
     assert answer["code"]["code"] == "A01" and answer["code"]["steps"]
-    assert answer["model_available"] is True and answer["generated"]["steps"], answer["notices"]
+    assert answer["model_available"] is True
+    # What the 135M model writes either passes the quality gate or is withheld with a notice.
+    generated = answer["generated"]
+    if generated is None:
+        assert any("no usable explanation" in n for n in answer["notices"])
+    else:
+        assert generated["lang"] == "en" and (generated["steps"] or generated["summary"])
+        assert all(usable(s["text"], "en") for s in generated["steps"])
     assert answer["audit_id"] and answer["lang"] == "en"
     # The answer loaded the model (the server was not warmed): the status now says which one.
     model = client.get("/v1/status").json()["model"]

@@ -8,12 +8,15 @@ has passed the same guard as the final answer, so a screen never shows a raw tok
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.config import Settings
+from appliance.engine import guard as guard_module
+from appliance.engine import quality
 from appliance.engine.guard import Guarded, guard
 from appliance.engine.schedule import Scheduler
 from appliance.engine.types import Event, Partial, Token
@@ -45,6 +48,12 @@ def generation_lang(lang: str, info: ModelInfo, settings: Settings) -> str | Non
     return "en" if "en" in info.languages else info.languages[0]
 
 
+# A cached answer passed the guard and the gate of its day: when their rules change, it is stale.
+RULES = hashlib.sha256(
+    (inspect.getsource(guard_module) + inspect.getsource(quality)).encode("utf-8")
+).hexdigest()[:16]
+
+
 def cache_key(chat: list[dict[str, str]], shown: list[Passage], options: GenerateOptions, info: ModelInfo,
               kb_version: int | None) -> str:
     """Everything that went into the prompt, and what the answer's numbers refer to."""
@@ -54,6 +63,7 @@ def cache_key(chat: list[dict[str, str]], shown: list[Passage], options: Generat
         options.model_dump(mode="json", exclude={"interrupt"}),
         [info.backend, info.base_id, info.base_sha256, info.adapter_sha256],
         kb_version,
+        RULES,
     ]
     return hashlib.sha256(json.dumps(ident, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 

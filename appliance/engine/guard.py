@@ -161,7 +161,7 @@ def guard(raw: str, shown: Sequence[Passage], lang: str, trusted: str = "", *, f
     steps: list[dict[str, Any]] = []
     seen: set[str] = set()
     for item in data.get("steps") or []:
-        text = str(item.get("text", "") if isinstance(item, dict) else item).strip()
+        text = quality.strip_enumerator(str(item.get("text", "") if isinstance(item, dict) else item).strip())
         written = item.get("cites") if isinstance(item, dict) else []
         cites: list[int] = []
         for cite in written if isinstance(written, list) else []:

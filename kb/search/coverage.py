@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 from kb.search.terms import quote, word_terms
 
-
 # Bigrams of Chinese function words ("what", "how", "this is"): they say nothing about the topic.
 CJK_STOP = frozenset(
     "這是 是什 什麼 怎麼 怎樣 為什 麼辦 如何 一個 可以 我們 你們 他們 沒有 不是 就是 還是 要怎 該怎 請問 "

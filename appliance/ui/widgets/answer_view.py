@@ -17,7 +17,17 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from appliance.engine.types import Answer, CodeFound, Done, Event, Failed, HistoryFound, Partial, PassagesFound
+from appliance.engine.types import (
+    Answer,
+    CodeFound,
+    Done,
+    Event,
+    Failed,
+    HistoryFound,
+    LikelyCodes,
+    Partial,
+    PassagesFound,
+)
 from appliance.ui.labels import label
 from kb.types import FixCount, Passage, RepairRecord
 
@@ -34,6 +44,7 @@ class AnswerState:
     records: tuple[RepairRecord, ...] = ()
     passages: tuple[Passage, ...] = ()
     partial: dict[str, Any] | None = None
+    likely: LikelyCodes | None = None
     answer: Answer | None = None
     notices: list[str] = field(default_factory=list)
     model_failed: bool = False
@@ -101,6 +112,9 @@ class AnswerView(VerticalScroll, can_focus=False):
         if isinstance(event, CodeFound):
             state.code = event
             self._redraw("header", "procedure")
+        elif isinstance(event, LikelyCodes):
+            state.likely = event
+            self._redraw("procedure", "history")
         elif isinstance(event, HistoryFound):
             state.fixes, state.records = event.summary, event.records
             self._redraw("history")
@@ -158,6 +172,8 @@ class AnswerView(VerticalScroll, can_focus=False):
             return [Text(state.query, style="bold")]
         entry = found.entry
         if entry is None:
+            if found.normalized and found.candidates:
+                return [Text.assemble((state.query, "bold"), "  ", (f" {label(self.lang, 'ambiguous_header')} ", "bold reverse"))]
             if found.normalized:
                 text = Text.assemble((f"✗ {label(self.lang, 'unknown')}: ", "bold"), (state.query, "bold"))
                 if found.suggestions:
@@ -183,7 +199,7 @@ class AnswerView(VerticalScroll, can_focus=False):
         assert state is not None
         entry = state.code.entry if state.code else None
         if entry is None:
-            return []
+            return self._no_row()
         blocks: Blocks = [_heading(label(self.lang, "steps"))]
         blocks.append([(f"{i}.", Text(step)) for i, step in enumerate(entry.steps, start=1)])
         if entry.safety:
@@ -191,9 +207,39 @@ class AnswerView(VerticalScroll, can_focus=False):
             blocks.append([("⚠", Text(note, style="bold")) for note in entry.safety])
         return blocks
 
+    def _no_row(self) -> Blocks:
+        """No single row: the models a code differs by, or what a symptom most likely is."""
+        state = self.state
+        assert state is not None
+        found = state.code
+        blocks: Blocks = []
+        if found is not None and found.normalized and found.candidates:
+            blocks.append(_heading(label(self.lang, "ambiguous")))
+            blocks.append([("•", Text(f"{c.machine_model or '—'}: {c.code} {c.title}")) for c in found.candidates])
+            return blocks
+        likely = state.likely
+        if likely is None or not likely.codes:
+            return blocks
+        best = likely.codes[0].entry
+        blocks.append(_heading(f"{label(self.lang, 'likely')} {best.code} {best.title}"
+                               + (f" · {best.machine_model}" if best.machine_model else "")))
+        blocks.append(Text(label(self.lang, "likely_note"), style="italic"))
+        blocks.append([(f"{i}.", Text(step)) for i, step in enumerate(best.steps, start=1)])
+        if best.safety:
+            blocks.append([("⚠", Text(note, style="bold")) for note in best.safety])
+        if len(likely.codes) > 1:
+            blocks.append(Text(label(self.lang, "other_likely"), style="bold"))
+            blocks.append([("·", Text(f"{c.entry.code} {c.entry.title}")) for c in likely.codes[1:4]])
+        return blocks
+
     def _history(self) -> Blocks:
         state = self.state
         assert state is not None
+        similar = state.likely.repairs if state.likely is not None else ()
+        if similar and not state.fixes and not state.records:
+            rows: Rows = [("·", Text(f"{r.record.code} {r.record.date} {r.record.machine_id}: {r.record.symptom} → "
+                                     f"{r.record.action} ({r.fixed}/{r.total})")) for r in similar[:3]]
+            return [_heading(label(self.lang, "similar_repairs")), rows]
         if not state.fixes and not state.records:
             return []
         times = label(self.lang, "times")
@@ -223,6 +269,8 @@ class AnswerView(VerticalScroll, can_focus=False):
         if not isinstance(data, dict):
             if answer is not None and answer.refused:
                 blocks.append(Text(label(self.lang, "refused"), style="bold"))
+            elif state.code.normalized and state.code.entry is None and state.code.candidates:
+                blocks.append(Text(label(self.lang, "ai_waits"), style="italic"))
             elif state.model_failed or (answer is not None and not answer.model_available):
                 blocks.append(Text(label(self.lang, "model_off"), style="italic"))
             elif answer is None:
