@@ -133,3 +133,26 @@ def test_every_sse_frame_is_guarded(hostile) -> None:
             _clean(json.dumps(data["generated"], ensure_ascii=False))
             assert data["code"]["safety"]
     assert generated_frames >= 2
+
+
+@pytest.mark.parametrize("debug_tokens", [False, True])
+def test_http_sse_sends_guarded_partials_and_raw_tokens_only_for_debugging(hostile, debug_tokens: bool) -> None:
+    from fastapi.testclient import TestClient
+
+    from appliance.server.app import make_server_app
+    from appliance.server.events import parse_sse
+
+    app = make_server_app(hostile.settings, hostile, warm=False, debug_tokens=debug_tokens)
+    with TestClient(app) as client:
+        response = client.post("/v1/ask", json={"query": "A03", "lang": "en", "machine": "CV-01"},
+                               headers={"Accept": "text/event-stream"})
+        assert response.status_code == 200
+        events = list(parse_sse(iter(response.text.split("\n"))))
+    names = [name for name, _ in events]
+    assert names.count("partial") >= 2
+    assert ("token" in names) is debug_tokens
+    for name, data in events:
+        if name == "partial":
+            _clean(json.dumps(data, ensure_ascii=False))
+        elif name == "done":
+            _clean(json.dumps(data["generated"], ensure_ascii=False))

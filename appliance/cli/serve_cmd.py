@@ -39,7 +39,9 @@ def register(cli: click.Group) -> None:
     @click.option("--host", default=None, metavar="H", help="Address to listen on (default serve.host, 127.0.0.1).")
     @click.option("--port", default=None, type=click.IntRange(1, 65535), metavar="P",
                   help="TCP port (default serve.port, 8765).")
-    def serve(host: str | None, port: int | None) -> None:
+    @click.option("--debug-tokens", is_flag=True,
+                  help="Also send the model's raw tokens as SSE `token` events (debugging only; unguarded).")
+    def serve(host: str | None, port: int | None, debug_tokens: bool) -> None:
         """The engine over local HTTP: POST /v1/ask, codes, alarms, feedback; OpenAPI at /openapi.json."""
         from appliance.cli.main import settings
 
@@ -53,7 +55,7 @@ def register(cli: click.Group) -> None:
         from appliance.server.app import make_server_app
 
         engine = make_engine(config)
-        app = make_server_app(config, engine)
+        app = make_server_app(config, engine, debug_tokens=debug_tokens)
         click.echo(f"shifu serve: http://{host}:{port} (OpenAPI at /openapi.json)", err=True)
         try:
             uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -40,9 +40,9 @@ class LocalClient:
         self._index: tuple[Path, float, str | None] | None = None
 
     # -- asking ----------------------------------------------------------------------------
-    def stream(self, query: Query, *, use_model: bool = True) -> Iterator[Event]:
+    def stream(self, query: Query, *, use_model: bool = True, debug_tokens: bool = False) -> Iterator[Event]:
         """The engine's events, passed through; closing this iterator closes the engine's stream."""
-        events = self.engine.stream(query, use_model=use_model)
+        events = self.engine.stream(query, use_model=use_model, debug_tokens=debug_tokens)
         try:
             for event in events:
                 if isinstance(event, Done) and event.answer.model_available and event.answer.model:

@@ -222,8 +222,13 @@ def _openapi_components(schema: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(text))
 
 
-def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = None) -> FastAPI:
-    """The HTTP app over `engine`; `warm` loads KB and model at start (default from `serve.warm`)."""
+def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = None,
+                    debug_tokens: bool = False) -> FastAPI:
+    """The HTTP app over `engine`; `warm` loads KB and model at start (default from `serve.warm`).
+
+    `debug_tokens` adds the model's raw `token` events to the SSE stream (never drawn by a
+    client; for debugging only): by default only guarded `partial` events carry the answer.
+    """
     local = LocalClient(engine)
     do_warm = settings.serve.warm if warm is None else warm
     alarm_service: SerialService | None = None
@@ -321,7 +326,8 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
         """Answer a code or a symptom: standard procedure, repair history, sources and the model's answer."""
         query = EngineQuery(text=body.query, machine_id=body.machine, source="http",
                             lang=body.lang or settings.general.lang)
-        stream = local.stream(query, use_model=not body.no_llm)  # the status learns the model from the answers
+        # Through the client, so the status learns the model from the answers.
+        stream = local.stream(query, use_model=not body.no_llm, debug_tokens=debug_tokens)
         # The first step validates the input: a bad query is a 400 before any event is sent.
         first = await run_in_threadpool(_next, stream)
         if "text/event-stream" in request.headers.get("accept", ""):
