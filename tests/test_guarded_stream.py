@@ -156,3 +156,44 @@ def test_http_sse_sends_guarded_partials_and_raw_tokens_only_for_debugging(hosti
             _clean(json.dumps(data, ensure_ascii=False))
         elif name == "done":
             _clean(json.dumps(data["generated"], ensure_ascii=False))
+
+
+def test_every_kiosk_render_is_guarded(hostile, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import anyio
+
+    from appliance.engine.local import LocalClient
+    from appliance.ui.app import make_app
+    from appliance.ui.widgets.answer_view import AnswerView
+
+    frames: list[dict[str, str]] = []
+    original = AnswerView._redraw
+
+    def recording(self: AnswerView, *names: str) -> None:
+        original(self, *names)
+        frames.append(dict(self.shown))
+
+    monkeypatch.setattr(AnswerView, "_redraw", recording)
+    hostile.settings.kiosk.critical_flash_s = 0
+    hostile.settings.general.lang = "en"
+    app = make_app(hostile.settings, LocalClient(hostile), clock=lambda: "12:00:00")
+
+    async def run() -> None:
+        async with app.run_test(size=(120, 60)) as pilot:
+            pilot.app.query_one("#query").value = "A03"
+            await pilot.press("enter")
+            for _ in range(600):
+                state = app.query_one(AnswerView).state
+                if state is not None and state.answer is not None:
+                    break
+                await pilot.pause(0.05)
+
+    anyio.run(run)
+    generated = [f.get("generated", "") for f in frames if f.get("generated")]
+    assert len({g for g in generated}) >= 3, "the AI block was drawn several times while the model wrote"
+    for frame in frames:
+        for text in frame.values():
+            _clean(text)
+    last = frames[-1]
+    assert "Clean the drive pulley lagging" in last["generated"]
+    safety = hostile.kb().lookup("A03", machine_model="CV-200", lang="en").entry.safety
+    assert all(note in last["procedure"] for note in safety), "the plant's safety notes are still shown"
