@@ -1,0 +1,60 @@
+"""The kiosk never guesses a machine's procedure, and a symptom gets the likely code, clearly labelled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from appliance.engine import Engine
+
+
+def _screen(engine: Engine, text: str, lang: str) -> dict[str, str]:
+    from appliance.engine.local import LocalClient
+    from appliance.ui.app import make_app
+    from appliance.ui.widgets.answer_view import AnswerView
+
+    engine.settings.model.enabled = False
+    engine.settings.kiosk.critical_flash_s = 0
+    engine.settings.general.lang = lang
+    app = make_app(engine.settings, LocalClient(engine), clock=lambda: "12:00:00")
+    shown: dict[str, str] = {}
+
+    async def run() -> None:
+        async with app.run_test(size=(120, 60)) as pilot:
+            pilot.app.query_one("#query").value = text
+            await pilot.press("enter")
+            view: Any = app.query_one(AnswerView)
+            for _ in range(600):
+                if view.state is not None and view.state.answer is not None:
+                    break
+                await pilot.pause(0.05)
+            shown.update(view.shown)
+
+    anyio.run(run)
+    return shown
+
+
+@pytest.mark.parametrize(("lang", "asks", "waits"), [("zh-TW", "請確認是哪一種機台", "確認機台後"),
+                                                     ("en", "check which machine", "waits until the machine")])
+def test_ambiguous_code_shows_each_model_and_no_procedure(engine: Engine, lang: str, asks: str, waits: str) -> None:
+    shown = _screen(engine, "E-001", lang)
+    procedure = shown["procedure"]
+    assert asks in procedure
+    assert "CV-200" in procedure and "IM-850" in procedure
+    steps = engine.kb().lookup("E-001", machine_model="CV-200", lang=lang).entry.steps
+    assert not any(step in procedure for step in steps), "one model's steps are never shown as the procedure"
+    assert waits in shown["generated"]
+
+
+@pytest.mark.parametrize(("lang", "text", "likely"), [("zh-TW", "皮帶打滑", "可能是 A03"),
+                                                      ("en", "belt squeals when starting", "Likely A03")])
+def test_symptom_shows_the_likely_code_labelled_with_its_steps(engine: Engine, lang: str, text: str,
+                                                               likely: str) -> None:
+    shown = _screen(engine, text, lang)
+    procedure = shown["procedure"]
+    assert procedure.startswith(likely), procedure
+    entry = engine.kb().lookup("A03", machine_model="CV-200", lang=lang).entry
+    assert all(step in procedure for step in entry.steps)
+    assert shown.get("history"), "similar past repairs are shown"
