@@ -46,7 +46,8 @@ def test_guard_keeps_only_completed_strings_of_cut_output() -> None:
 
 @pytest.mark.parametrize("fragment", ["1}", "{2}", "12", "[…]", "  ", '", "cites', "(https://www.youtube.com/embed?markup=&b",
                                       "[1] (cv200_conveyor_manual.md > CV-200 Manual > A01 Drive motor overload) A01 is",
-                                      "C: 459876, A: 10/2019, B: 2020-03-22, C: 2020-03-22", "text-type':'json',"])
+                                      "C: 459876, A: 10/2019, B: 2020-03-22, C: 2020-03-22", "text-type':'json',",
+                                      "not found in the code table", "Error code: 9 G-code lock"])
 def test_quality_gate_drops_fragments(fragment: str) -> None:
     raw = json.dumps({"summary": fragment, "steps": [{"text": fragment, "cites": [1]}],
                       "safety": [fragment], "parts": [fragment], "escalate": False})

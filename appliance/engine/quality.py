@@ -27,7 +27,10 @@ _FOREIGN = re.compile(r"[\u0400-\u04ff\u3040-\u30ff\u1100-\u11ff\uac00-\ud7af]")
 _DEBRIS = re.compile(
     r"[{}]|\"\s*[:,]|'\s*:\s*'"
     r"|\[\d+\]\s*\("  # the prompt's passage header "[1] (source > section)"
-    r"|\b[\w-]+\.(?:md|markdown|pdf|txt|html?|docx|csv|xlsx|ya?ml|json)\b",  # a source file name
+    r"|\b[\w-]+\.(?:md|markdown|pdf|txt|html?|docx|csv|xlsx|ya?ml|json)\b"  # a source file name
+    # the prompt's own scaffolding (models/prompt.py user_message), copied back
+    r"|not found in the code table|answer with the json|operator query:|standard procedure:|past repairs:"
+    r"|passages:|answer language:|error code:",
     re.IGNORECASE,
 )
 _ENUMERATOR = re.compile(r"^\s*(?:\d{1,2}\s*[.)、:]|[-•*·])\s+")
