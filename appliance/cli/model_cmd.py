@@ -13,6 +13,25 @@ from typing import Any
 import click
 
 
+def _active_kb() -> Any:
+    """The active KB version opened as the engine opens it (same embedder and fusion), or None."""
+    from appliance import paths
+    from appliance.cli.main import settings as load_settings
+    from kb.embed import SentenceTransformerEmbedder
+    from kb.reader import KnowledgeBase
+    from kb.search.rerank import Tuning
+    from kb.versions import VersionStore
+
+    store = VersionStore(paths.kb_dir())
+    current = store.current()
+    if current is None:
+        return None
+    retrieval = load_settings().retrieval
+    embedder = SentenceTransformerEmbedder(retrieval.embedding_model) if retrieval.dense else None
+    return KnowledgeBase(store.path(current), embedder, rrf_k=retrieval.rrf_k,
+                         tuning=Tuning(dense_cjk=retrieval.dense_cjk))
+
+
 def _registry_path() -> Path:
     from appliance import paths
 
@@ -66,8 +85,17 @@ def data_build(inputs: tuple[Path, ...], out: Path, codes: tuple[Path, ...], map
         tokenizer = llama_tokenizer(gguf)
     except ModelError as error:
         click.echo(f"warning: tokens not counted: {error}", err=True)
+    kb = _active_kb()
+    if kb is None:
+        click.echo("note: no active KB here; each example shows its code-table row as passage [1] "
+                   "(build or import the KB first to train on the passages the engine retrieves)", err=True)
+    from appliance.cli.main import settings as load_settings
+    from models.prompt import ContextLayout
+
+    config: Any = load_settings()
+    layout = ContextLayout(records=2, fixes=1, passages=config.retrieval.prompt_passages)  # as Engine.layout()
     summary = build_dataset(sources, out, holdout_months=holdout_months, scrub_names=scrub_names,
-                            tokenizer=tokenizer)
+                            tokenizer=tokenizer, kb=kb, top_k=config.retrieval.top_k, layout=layout)
     if as_json:
         click.echo(json.dumps(summary.to_json(), ensure_ascii=False, indent=2))
     else:
