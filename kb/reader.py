@@ -73,6 +73,8 @@ class KnowledgeBase:
         self._key_set: frozenset[str] | None = None
 
     def close(self) -> None:
+        if self.dense is not None:
+            self.dense.close()
         self.conn.close()
 
     # -- codes ---------------------------------------------------------------------------

@@ -52,10 +52,13 @@ def check_index(version_dir: Path) -> IndexHealth:
     _model, expected = _stored(version_dir)
     if expected == 0:
         return IndexHealth(version_dir, 0, 0, None)  # built without embeddings: nothing to check
+    index = DenseIndex(version_dir / "chroma")
     try:
-        found = DenseIndex(version_dir / "chroma").count()
+        found = index.count()
     except KBError as error:
         return IndexHealth(version_dir, expected, 0, str(error))
+    finally:
+        index.close()
     if found != expected:
         return IndexHealth(version_dir, expected, found, f"vector index holds {found} of {expected} vectors")
     return IndexHealth(version_dir, expected, found, None)

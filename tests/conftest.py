@@ -111,4 +111,5 @@ def engine(kb_home: Path, settings, llm_backend, embedder) -> Iterator[object]: 
     eng = Engine(settings, VersionStore(paths.kb_dir()), backend_factory=lambda: llm_backend,
                  opstore=opstore, embedder=embedder)
     yield eng
+    eng.close(backend=False)  # the session's model stays loaded; the KB's files are released
     opstore.close()

@@ -143,11 +143,13 @@ class Engine:
             problems.append(str(error))
         return "; ".join(problems) or None
 
-    def close(self) -> None:
-        if self._backend is not None:
+    def close(self, *, backend: bool = True) -> None:
+        """Release the KB version (and the model, unless `backend=False`: a model shared by engines)."""
+        if backend and self._backend is not None:
             self._backend.close()
         if self._kb is not None:
             self._kb.close()
+            self._kb = None
 
     # -- answering -------------------------------------------------------------------------
     def answer(self, query: Query, *, use_model: bool = True) -> Answer:

@@ -176,6 +176,7 @@ class DenseIndex:
         self.index_dir = index_dir
         self.server = server if server is not None else _server
         self._collection: Any = None
+        self._client: Any = None
 
     def open(self) -> Any:
         if self._collection is None and self.server is not None:
@@ -185,6 +186,7 @@ class DenseIndex:
                 raise KBError(f"vector index {self.index_dir} is missing")
             try:
                 client = _client(self.index_dir)
+                self._client = client
                 self._collection = client.get_collection(COLLECTION, embedding_function=None)
             except Exception as error:  # chromadb raises many kinds for a broken index
                 raise KBError(f"vector index {self.index_dir} is unreadable: {error}") from error
@@ -192,6 +194,15 @@ class DenseIndex:
 
     def count(self) -> int:
         return int(self.open().count())
+
+    def close(self) -> None:
+        """Release the embedded Chroma client (its files stay open until the last user closes it)."""
+        client, self._client, self._collection = self._client, None, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # an older chromadb without close(): the files close at exit
+                pass
 
     def query(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """(chunk id, cosine similarity) best first."""
