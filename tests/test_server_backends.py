@@ -76,7 +76,7 @@ def events(engine, text: str, lang: str = "en", on_token=None) -> tuple[list[Any
     from appliance.engine import Query
 
     seen = []
-    for event in engine.stream(Query(text, lang=lang)):
+    for event in engine.stream(Query(text, lang=lang), debug_tokens=True):  # raw tokens as the server sent them
         seen.append(event)
         if isinstance(event, Token) and on_token is not None:
             on_token()
@@ -99,7 +99,7 @@ def test_engine_answers_through_the_llama_cpp_server(llama_server: str, settings
     assert answer.generated is not None and answer.generated["steps"], answer.generated
     json.loads(tokens)  # what streamed was the schema-constrained JSON
     assert answer.model == {"backend": "openai", "base": "shifu", "base_sha256": "", "adapter": None,
-                            "adapter_sha256": None, "device": "remote"}
+                            "adapter_sha256": None, "device": "remote", "languages": ["zh-TW", "en"]}
     schema = json.loads((Path(__file__).parent.parent / "appliance/schemas/answer.schema.json").read_text())
     jsonschema.validate(answer.to_json(), schema)
 
