@@ -86,7 +86,6 @@ def test_every_engine_event_is_guarded(hostile) -> None:
 
 def test_every_cli_line_is_guarded(hostile) -> None:
     from appliance.cli.render import TextPrinter
-    from appliance.engine import CodeFound, HistoryFound, PassagesFound
 
     lines: list[str] = []
 
@@ -97,16 +96,7 @@ def test_every_cli_line_is_guarded(hostile) -> None:
 
     printer = TextPrinter(Lines(), "en")
     for event in _events(hostile):
-        if isinstance(event, CodeFound):
-            printer.code(event, "A03")
-        elif isinstance(event, HistoryFound):
-            printer.history(event)
-        elif isinstance(event, PassagesFound):
-            printer.passages(event)
-        elif isinstance(event, Partial):
-            printer.partial(event.generated)
-        elif isinstance(event, Done):
-            printer.done(event.answer)
+        printer.show(event, "A03")  # what `shifu ask` does with each event
         for line in lines:
             _clean(line)
     out = "".join(lines)

@@ -80,7 +80,7 @@ def ask(query: str | None, machine: str, machine_model: str, lang: str | None, a
 def _ask_once(engine: Any, text: str, machine: str, machine_model: str, lang: str, as_json: bool,
               no_llm: bool) -> int:
     from appliance.cli.render import TextPrinter
-    from appliance.engine.types import CodeFound, Done, HistoryFound, LikelyCodes, Partial, PassagesFound, Query
+    from appliance.engine.types import Done, Query
 
     query = Query(text=text, machine_id=machine, machine_model=machine_model, source="cli", lang=lang)
     printer = TextPrinter(sys.stdout, lang)
@@ -90,18 +90,7 @@ def _ask_once(engine: Any, text: str, machine: str, machine_model: str, lang: st
                 if isinstance(event, Done):
                     click.echo(json.dumps(event.answer.to_json(), ensure_ascii=False, indent=2))
                 continue
-            if isinstance(event, CodeFound):
-                printer.code(event, text)
-            elif isinstance(event, LikelyCodes):
-                printer.likely(event)
-            elif isinstance(event, HistoryFound):
-                printer.history(event)
-            elif isinstance(event, PassagesFound):
-                printer.passages(event)
-            elif isinstance(event, Partial):
-                printer.partial(event.generated)
-            elif isinstance(event, Done):
-                printer.done(event.answer)
+            printer.show(event, text)
     except ShifuError as error:
         click.echo(f"shifu: {error}", err=True)
         return error.exit_code

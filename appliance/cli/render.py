@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-from appliance.engine.types import Answer, CodeFound, HistoryFound, LikelyCodes, PassagesFound
+from appliance.engine.types import Answer, CodeFound, Done, Event, HistoryFound, LikelyCodes, Partial, PassagesFound
 
 LABELS = {
     "zh-TW": {
@@ -40,6 +40,21 @@ class TextPrinter:
         self.lang = lang
         self.shown_summary = 0
         self.shown_steps = 0
+
+    def show(self, event: Event, query: str) -> None:
+        """Print one engine event of the answer to `query` (raw tokens and failures are not printed)."""
+        if isinstance(event, CodeFound):
+            self.code(event, query)
+        elif isinstance(event, LikelyCodes):
+            self.likely(event)
+        elif isinstance(event, HistoryFound):
+            self.history(event)
+        elif isinstance(event, PassagesFound):
+            self.passages(event)
+        elif isinstance(event, Partial):
+            self.partial(event.generated)
+        elif isinstance(event, Done):
+            self.done(event.answer)
 
     def w(self, text: str = "") -> None:
         self.out.write(text + "\n")
