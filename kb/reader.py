@@ -185,9 +185,30 @@ class KnowledgeBase:
         summary = [FixCount(action=a, count=c, last_date=last[a]) for a, c in counts.most_common(3)]
         return records[:limit], summary
 
+    def records_between(self, first: str = "", last: str = "9999-12-31") -> list[tuple[str, RepairRecord]]:
+        """Every repair record dated first..last (ISO dates, inclusive), with its code's key, oldest first."""
+        rows = self.conn.execute(
+            "SELECT key, date, machine_id, machine_model, code, symptom, action, parts, result, technician,"
+            " duration_min FROM records WHERE substr(date, 1, 10) BETWEEN ? AND ? ORDER BY date, id",
+            [first, last],
+        ).fetchall()
+        return [(str(row[0] or ""), RepairRecord(*row[1:])) for row in rows]
+
+    def machines(self) -> dict[str, tuple[str, str]]:
+        """The inventory: machine_id -> (machine_model, line)."""
+        rows = self.conn.execute("SELECT machine_id, machine_model, line FROM machines").fetchall()
+        return {str(r[0]): (str(r[1] or ""), str(r[2] or "")) for r in rows}
+
+    def code_spellings(self) -> dict[str, str]:
+        """Each code's key -> the code as the table writes it (its first row)."""
+        rows = self.conn.execute("SELECT key, code FROM codes ORDER BY id DESC").fetchall()
+        return {str(key): str(code) for key, code in rows}
+
     # -- search ----------------------------------------------------------------------------
-    def search(self, text: str, k: int = 5, *, mode: str = "hybrid", extra: str = "") -> SearchResult:
-        return self.searcher.search(text, k, mode=mode, extra=extra)
+    def search(self, text: str, k: int = 5, *, mode: str = "hybrid", extra: str = "",
+               machine_model: str = "") -> SearchResult:
+        """Top-k passages; a text stored once per model is one passage, only this model's when known."""
+        return self.searcher.search(text, k, mode=mode, extra=extra, machine_model=machine_model)
 
     def counts(self) -> dict[str, int]:
         tables = ("codes", "records", "machines", "documents", "chunks", "embeddings")

@@ -189,8 +189,10 @@ def kb_rollback(version: int | None, as_json: bool) -> None:
 @click.option("-k", "k", default=5, show_default=True, help="Number of passages.")
 @click.option("--mode", type=click.Choice(["hybrid", "fts", "dense"]), default="hybrid", show_default=True,
               help="Retrieval mode.")
+@click.option("--model", "machine_model", default="", metavar="MODEL",
+              help="Only this machine model's code rows (others' copies of a text are left out).")
 @click.option("--json", "as_json", is_flag=True, help="Print passages as JSON.")
-def kb_search(query: str, k: int, mode: str, as_json: bool) -> None:
+def kb_search(query: str, k: int, mode: str, machine_model: str, as_json: bool) -> None:
     """Search the active KB's passages."""
     from kb.embed import SentenceTransformerEmbedder
     from kb.reader import KnowledgeBase
@@ -198,12 +200,13 @@ def kb_search(query: str, k: int, mode: str, as_json: bool) -> None:
     config = settings()
     embedder = SentenceTransformerEmbedder(config.retrieval.embedding_model) if config.retrieval.dense else None
     kbase = KnowledgeBase(_store().current_path(), embedder)
-    result = kbase.search(query, k, mode=mode)
+    result = kbase.search(query, k, mode=mode, machine_model=machine_model)
     if as_json:
         click.echo(json.dumps([p.to_json() for p in result.passages], ensure_ascii=False, indent=2))
         return
     for p in result.passages:
-        click.echo(f"[{p.n}] {p.score:.4f} {p.source} > {p.section}")
+        models = f" [{', '.join(p.machine_models)}]" if p.machine_models else ""
+        click.echo(f"[{p.n}] {p.score:.4f} {p.source} > {p.section}{models}")
         click.echo("    " + " ".join(p.text.split())[:160])
     for notice in result.notices:
         click.echo(f"notice: {notice}", err=True)
@@ -237,6 +240,7 @@ PLUGIN_MODULES = (
     "appliance.cli.model_cmd",
     "appliance.cli.eval_cmd",
     "appliance.cli.serve_cmd",
+    "appliance.cli.report_cmd",
 )
 
 

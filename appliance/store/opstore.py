@@ -89,7 +89,27 @@ def m004_alarm_severity(db: sqlite_utils.Database) -> None:
         db.execute("ALTER TABLE alarms ADD COLUMN severity TEXT")
 
 
-MIGRATIONS: list[Migration] = [m001_initial, m002_feedback_alarm, m003_alarm_source, m004_alarm_severity]
+def m005_audit_outcome(db: sqlite_utils.Database) -> None:
+    """What the supervisor's report needs from an answer: was it refused, which codes were likely.
+
+    `refused` (0/1; NULL on older rows), `likely_codes` (JSON list of the likely codes offered
+    for a symptom, as written), `machine_model` (the model whose row was chosen, or NULL).
+    Older rows keep NULL: the report then judges a refusal by the notice the engine wrote.
+    """
+    columns = {row[1] for row in db.execute("PRAGMA table_info(audit)").fetchall()}
+    if "refused" not in columns:
+        db.execute("ALTER TABLE audit ADD COLUMN refused INTEGER")
+    if "likely_codes" not in columns:
+        db.execute("ALTER TABLE audit ADD COLUMN likely_codes TEXT")
+    if "machine_model" not in columns:
+        db.execute("ALTER TABLE audit ADD COLUMN machine_model TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS audit_created ON audit (created)")
+    db.execute("CREATE INDEX IF NOT EXISTS alarms_received ON alarms (received)")
+
+
+MIGRATIONS: list[Migration] = [
+    m001_initial, m002_feedback_alarm, m003_alarm_source, m004_alarm_severity, m005_audit_outcome,
+]
 COUNTED = ("audit", "feedback", "alarms")
 """The tables whose row counts the technician screen and `GET /v1/status` show."""
 
@@ -138,6 +158,10 @@ class OpStore:
                 "answer": json.dumps(answer.get("generated"), ensure_ascii=False),
                 "notices": json.dumps(answer.get("notices", []), ensure_ascii=False),
                 "timings": json.dumps(answer.get("timings_ms", {})),
+                "refused": int(bool(answer.get("refused"))),
+                "likely_codes": json.dumps([c.get("code") for c in answer.get("likely_codes") or []],
+                                           ensure_ascii=False),
+                "machine_model": answer.get("machine_model") or code.get("machine_model"),
             },
         )
 

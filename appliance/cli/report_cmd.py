@@ -1,0 +1,79 @@
+"""`shifu report summary`: the supervisor's report over a period (see appliance.report.summary)."""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(report)
+
+
+def _date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as error:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from error
+
+
+@click.group()
+def report() -> None:
+    """The supervisor's reports: what breaks, how often, how fast it is fixed, what the KB misses."""
+
+
+@report.command("summary")
+@click.option("--from", "first", callback=_date, default=None, metavar="DATE",
+              help="First day (YYYY-MM-DD, local time, inclusive; default: 29 days before --to).")
+@click.option("--to", "last", callback=_date, default=None, metavar="DATE",
+              help="Last day (YYYY-MM-DD, local time, inclusive; default: today).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.html, the PNG charts and the CSV tables.")
+@click.option("--lang", type=click.Choice(["zh-TW", "en"]), default=None, help="Label language (default from config).")
+@click.option("--line", default="", help="Only this production line's machines (from the KB's inventory).")
+@click.option("--machine", "machine_id", default="", help="Only this machine.")
+@click.option("--model", "machine_model", default="", help="Only machines of this model.")
+@click.option("--repeat-days", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Repeat offenders: the same code on the same machine again within this many days.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def summary(first: date | None, last: date | None, out: Path, lang: str | None, line: str, machine_id: str,
+            machine_model: str, repeat_days: float, quiet: bool) -> None:
+    """Pareto, repeat offenders, repair time, first-time fix, KB gaps and model use as HTML, PNG and CSV."""
+    from appliance import paths
+    from appliance.config import load_settings
+    from appliance.report.charts import cjk_font
+    from appliance.report.data import Period, Scope, load
+    from appliance.report.summary import Options, write_summary
+    from kb.versions import VersionStore
+
+    last = last or datetime.now().astimezone().date()
+    first = first or last - timedelta(days=29)
+    if first > last:
+        raise click.BadParameter("--from is after --to", param_hint="--from")
+    language = lang or load_settings().general.lang
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        if not quiet:
+            click.echo(f"[{time.perf_counter() - started:6.1f}s] {message}", err=True)
+
+    store = VersionStore(paths.kb_dir())
+    kb_dir = store.path(store.current()) if store.current() is not None else None  # type: ignore[arg-type]
+    if kb_dir is None:
+        say("no active knowledge base: repair records left out")
+    if language == "zh-TW" and cjk_font() is None:
+        click.echo("shifu: no CJK font found (install fonts-noto-cjk): Chinese chart labels will not render", err=True)
+    period, scope = Period(first, last), Scope(line, machine_id, machine_model)
+    say("reading the operational database and the repair records")
+    data = load(paths.ops_db(), kb_dir, period, scope)
+    say(f"{len(data.audit)} answers, {len(data.alarms)} alarms, {len(data.feedback)} feedback, "
+        f"{len(data.repairs)} repair records")
+    files = write_summary(data, out, period=period, scope=scope, lang=language,
+                          options=Options(window_days=repeat_days), progress=say)
+    say(f"done: {len(files)} files")
+    click.echo(str(files["report.html"]))
