@@ -26,7 +26,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 LLAMA_WHEELS := $(HOME)/.cache/shifu/wheels/llama-$(shell echo '$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 
-.PHONY: setup tools run ask test lint typecheck bench sample-kb installer clean
+.PHONY: setup tools run ask test lint typecheck bench sample-kb installer clean proto
 
 setup: tools $(STAMP)
 
@@ -79,6 +79,11 @@ typecheck: $(STAMP)
 
 bench: sample-kb
 	$(BIN)/python -m bench
+
+# The Sparkplug B module from its schema (committed; tests/test_sparkplug.py checks they match).
+proto: $(STAMP)
+	cd appliance/intake/sparkplug && ../../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. \
+		sparkplug_b.proto
 
 installer: $(STAMP)
 	./installer/build --out dist/shifu-install --force

@@ -208,8 +208,9 @@ class MqttSubscription(Section):
 
     topic: str = Field(min_length=1)
     """Topic filter, MQTT wildcards allowed (`plant/+/alarm`); the alarm's source is `mqtt:` + the actual topic."""
-    parser: Literal["json", "regex"] = "json"
-    """`json`: a JSON object read through the `*_field` paths; `regex`: a text payload matched by `pattern`."""
+    parser: Literal["json", "regex", "sparkplug"] = "json"
+    """`json`: a JSON object read through the `*_field` paths; `regex`: a text payload matched by `pattern`;
+    `sparkplug`: Sparkplug B (`spBv1.0/GROUP/NDATA|DDATA/NODE[/DEVICE]`) metrics named in `metrics`."""
     code_field: str = "code"
     """Path to the code in a JSON payload (dotted for nested keys: `alarm.code`)."""
     machine_field: str = "machine"
@@ -221,11 +222,23 @@ class MqttSubscription(Section):
     pattern: str = ""
     """`regex` parser: a regular expression with named groups `code`, `machine`, `message`, matched on the whole
     (stripped) payload."""
+    metrics: dict[str, str] = {}
+    """`sparkplug` parser: metric name -> code. A metric that turns true (or non-zero) raises that code; false
+    or zero clears it (counted, not stored). An empty code takes the metric's own value as the code (a string
+    or integer metric such as `Alarm/Code`; 0 or "" means no alarm). Other metrics are telemetry: ignored."""
+    machines: dict[str, str] = {}
+    """`sparkplug` parser: device id (DDATA) or edge node id (NDATA) -> machine id. Not in the table: `machine`
+    when set, else the device or edge node id itself."""
 
     @model_validator(mode="after")
     def _pattern_needed(self) -> MqttSubscription:
         if self.parser == "regex":
             _check_pattern(self.pattern, f"mqtt subscription {self.topic!r}")
+        if self.parser == "sparkplug":
+            if not self.topic.startswith("spBv1.0/"):
+                raise ValueError(f"mqtt subscription {self.topic!r}: a sparkplug topic starts with spBv1.0/")
+            if not self.metrics:
+                raise ValueError(f"mqtt subscription {self.topic!r}: the sparkplug parser needs a `metrics` table")
         return self
 
 

@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 from click.testing import CliRunner
-from test_mqtt import Broker, publish_all, publisher
-from test_opcua import Controller, free_port
 from test_serial_pty import Pty
 
 from appliance.cli.main import cli
+from tests.intake_support import Broker, Controller, free_port, publish_all, publisher
 
 SHIFU = str(Path(sys.executable).parent / "shifu")
 

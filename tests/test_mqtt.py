@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance import paths
 from appliance.config import MqttBroker, load_settings
@@ -24,88 +18,11 @@ from appliance.intake.mqtt import MqttInput
 from appliance.serial.alarm_store import AlarmStore
 from appliance.store.opstore import OpStore
 from tests.conftest import require_tool
+from tests.intake_support import Broker, broker, publish_all, publisher, store, wait_for
 
-MOSQUITTO = require_tool("mosquitto")
+require_tool("mosquitto")
+__all__ = ["broker", "store"]  # fixtures
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Broker:
-    """Mosquitto with persistence (sessions survive a restart) and a queue big enough for a burst."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        folder.mkdir(parents=True, exist_ok=True)
-        self.config = folder / "mosquitto.conf"
-        # max_queued_messages defaults to 1000: a bigger backlog for an absent client would be dropped.
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {folder}/\nmax_queued_messages 50000\nmax_inflight_messages 100\n"
-            f"log_dest file {folder}/mosquitto.log\nuser {pwd.getpwuid(os.getuid()).pw_name}\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def store(home: Path) -> Iterator[AlarmStore]:
-    paths.ensure_state()
-    s = AlarmStore(OpStore(paths.ops_db()))
-    yield s
-    s.opstore.close()
-
-
-def publisher(port: int) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gateway-{port}")
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    return client
-
-
-def publish_all(client: mqtt.Client, messages: list[tuple[str, bytes]]) -> None:
-    infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
-    for info in infos:
-        info.wait_for_publish(30)
 
 
 SUBSCRIPTIONS = [

@@ -2,123 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
-import threading
-import time
-from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-from asyncua import Server, ua
+from asyncua import ua
 
-from appliance import paths
 from appliance.config import OpcuaServer, load_settings
 from appliance.intake.intake import Intake
-from appliance.intake.opcua import MACHINE_TOOL_NS, OpcuaInput, severity_band
+from appliance.intake.opcua import OpcuaInput, severity_band
 from appliance.serial.alarm_store import AlarmStore
-from appliance.store.opstore import OpStore
+from tests.intake_support import Controller, controller, store, wait_for
+
+__all__ = ["controller", "store"]  # fixtures
 
 logging.getLogger("asyncua").setLevel(logging.ERROR)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 40.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Controller:
-    """A controller's OPC UA server: a Machine Tools-style AlertType with ErrorCode and a plain alarm."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.endpoint = f"opc.tcp://127.0.0.1:{port}/shifu-test/"
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server: Any = None
-
-    def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(20)
-
-    async def _start(self) -> None:
-        server = Server()
-        server.iserver.bind_condition_methods = True  # ConditionRefresh, as a controller with A&C has it
-        await server.init()
-        server.set_endpoint(self.endpoint)
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        ns = await server.register_namespace(MACHINE_TOOL_NS)
-        self.alert_type = await server.create_custom_event_type(
-            ns, "AlertType", ua.ObjectIds.BaseEventType, [("ErrorCode", ua.VariantType.String)]
-        )
-        self.alerts = await server.get_event_generator(self.alert_type, server.nodes.server)
-        self.alarms = await server.get_event_generator(ua.ObjectIds.AlarmConditionType, server.nodes.server)
-        await server.start()
-        self.server = server
-
-    def start(self) -> None:
-        self.call(self._start())
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.call(self.server.stop())
-            self.server = None
-
-    def alert(self, code: Any, severity: int = 800, source: str = "Spindle-1", message: str = "alert") -> None:
-        async def fire() -> None:
-            self.alerts.event.ErrorCode = code
-            self.alerts.event.Severity = severity
-            self.alerts.event.SourceName = source
-            await self.alerts.trigger(message=message)
-
-        self.call(fire())
-
-    def alarm(self, name: str, severity: int = 500, active: bool = True, retain: bool = True) -> None:
-        async def fire() -> None:
-            ev = self.alarms.event
-            ev.ConditionName = name
-            ev.Severity = severity
-            ev.SourceName = "Press-2"
-            ev.Retain = retain
-            setattr(ev, "ActiveState/Id", active)
-            ev.NodeId = ua.NodeId(f"cond-{name}", 1)
-            await self.alarms.trigger(message=f"{name} active" if active else f"{name} cleared")
-
-        self.call(fire())
-
-    def close(self) -> None:
-        self.stop()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
-@pytest.fixture
-def controller() -> Iterator[Controller]:
-    c = Controller(free_port())
-    c.start()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def store(home: Path) -> Iterator[AlarmStore]:
-    paths.ensure_state()
-    s = AlarmStore(OpStore(paths.ops_db()))
-    yield s
-    s.opstore.close()
 
 
 def start_input(store: AlarmStore, endpoint: str, **server: Any) -> OpcuaInput:

@@ -10,7 +10,9 @@ packet ids belong to the old one); the broker redelivers them and the intake's m
 (topic + payload inside the duplicate window) keeps them from adding a row or a repeat.
 
 A payload no parser can read (not JSON, no code at the path, no match for the pattern, not
-UTF-8) is stored as `unparsed` with its raw bytes (at most 64 KiB) and acknowledged like any other.
+UTF-8, not a Sparkplug B protobuf) is stored as `unparsed` with its raw bytes (at most 64 KiB) and
+acknowledged like any other. Sparkplug B (`parser = "sparkplug"`) is decoded in
+`appliance.intake.sparkplug`: one message may hold several alarms, or none.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from paho.mqtt.properties import Properties
 from appliance.config import MqttBroker, MqttSubscription
 from appliance.intake.intake import Intake
 from appliance.intake.message import AlarmIn, unparsed
+from appliance.intake.sparkplug import SparkplugDecoder
 from appliance.intake.status import InputStatus
 from kb.normalize import code_key
 
@@ -112,6 +115,7 @@ class MqttInput:
         self.client_id = broker.client_id or default_client_id()
         self.status = InputStatus(f"mqtt://{broker.host}:{broker.port}", "mqtt")
         self._patterns = {id(s): re.compile(s.pattern) for s in broker.subscriptions if s.parser == "regex"}
+        self._sparkplug = {id(s): SparkplugDecoder(s) for s in broker.subscriptions if s.parser == "sparkplug"}
         self._queue: queue.Queue[_Received] = queue.Queue()
         self._generation = 0
         self._stop_event = threading.Event()
@@ -226,7 +230,15 @@ class MqttInput:
             if sub is None:  # a retained message of an old subscription, say: kept, never lost
                 alarms.append(unparsed(f"mqtt:{item.topic}", item.payload))
                 continue
-            alarms.append(parse(sub, item.topic, item.payload, pattern=self._patterns.get(id(sub))))
+            decoder = self._sparkplug.get(id(sub))
+            if decoder is None:
+                alarms.append(parse(sub, item.topic, item.payload, pattern=self._patterns.get(id(sub))))
+                continue
+            # One Sparkplug message holds any number of alarms, or none (telemetry, births, deaths).
+            decoded = decoder.decode(item.topic, item.payload)
+            alarms.extend(decoded.alarms)
+            self.status.add("cleared", decoded.cleared)
+            self.status.add("unknown_alias", decoded.unknown_alias)
         try:
             stored = self.intake.submit(alarms)
         except sqlite3.Error as error:
