@@ -106,7 +106,8 @@ def _collect_source(spec: SourceSpec, out: _Collected, prefix: str) -> None:
             out.warnings.extend(warnings)
             out.documents.append({"source": shown, "sha256": sha, "role": role, "lang": "", "chunks": 0})
         elif role == "machines":
-            rows = rename(read_table(path, rule.sheet if rule else None), rule.columns if rule else {})
+            rows = rename(read_table(path, rule.sheet if rule else None, rule.root if rule else None),
+                          rule.columns if rule else {})
             for row in rows:
                 if row.get("machine_id"):
                     out.machines[row["machine_id"]] = row
@@ -128,8 +129,15 @@ def _collect_source(spec: SourceSpec, out: _Collected, prefix: str) -> None:
             out.documents.append({"source": shown, "sha256": sha, "role": role, "lang": lang, "chunks": len(chunks)})
 
 
+def _variant(entry: CodeEntry) -> str:
+    """Rows whose text is the same (for other models, under other model-dependent codes) share this."""
+    text = json.dumps([entry.lang, entry.title, entry.description, list(entry.steps), list(entry.safety)],
+                      ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def _code_chunks(entries: list[CodeEntry]) -> list[Chunk]:
-    """Code-table rows as searchable chunks, so a symptom can lead to a code."""
+    """Code-table rows as searchable chunks, so a symptom can lead to a code (one per row and model)."""
     chunks = []
     for entry in entries:
         section = f"{entry.code} {entry.title}" + (f" ({entry.machine_model})" if entry.machine_model else "")
@@ -147,6 +155,8 @@ def _code_chunks(entries: list[CodeEntry]) -> list[Chunk]:
                 page=None,
                 lang=entry.lang,
                 kind="code",
+                machine_model=entry.machine_model,
+                variant=_variant(entry),
             )
         )
     return chunks
@@ -157,7 +167,8 @@ def _table_manual_chunks(path: Path, shown: str, rule: object, default_lang: str
     from kb.source.mapping import FileRule
 
     assert rule is None or isinstance(rule, FileRule)
-    rows = rename(read_table(path, rule.sheet if rule else None), rule.columns if rule else {})
+    rows = rename(read_table(path, rule.sheet if rule else None, rule.root if rule else None),
+                  rule.columns if rule else {})
     chunks = []
     for row in rows:
         values = [v for v in row.values() if v]
@@ -215,7 +226,8 @@ def _write_db(db_path: Path, data: _Collected, version: int, embed_model: str) -
         db.table("documents").insert_all(data.documents)
         db.table("chunks").insert_all(
             {"id": c.id, "source": c.source, "section": c.section, "page": c.page, "lang": c.lang,
-             "kind": c.kind, "ordinal": c.ordinal, "text": c.text}
+             "kind": c.kind, "ordinal": c.ordinal, "text": c.text, "machine_model": c.machine_model,
+             "variant": c.variant}
             for c in data.chunks
         )
         for chunk in data.chunks:

@@ -111,6 +111,9 @@ class Passage:
     n: int = 0
     kind: str = "manual"
     evidence: Evidence = field(default_factory=Evidence, compare=False)
+    machine_models: tuple[str, ...] = ()
+    """The machine models this passage's text applies to (a code row stored once per model and
+    shown once); empty for manuals and rows for every model."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,6 +125,7 @@ class Passage:
             "text": self.text,
             "score": round(self.score, 6),
             "evidence": self.evidence.to_json(),
+            "machine_models": list(self.machine_models),
         }
 
 
@@ -137,3 +141,8 @@ class Chunk:
     lang: str
     kind: str = "manual"
     ordinal: int = 0
+    machine_model: str = ""
+    """The machine model of a code row's chunk ('' for manuals and generic rows)."""
+    variant: str = ""
+    """Code rows only: one value for every row with the same text (title, description, steps,
+    safety, language), whatever its code and model, so search shows the text once."""

@@ -48,7 +48,9 @@ def retrieve(kb: KnowledgeBase, resolved: Resolved, settings: RetrievalSettings)
     if not settings.enabled:
         return Retrieved(relevant=resolved.entry is not None)
     try:
-        result = kb.search(resolved.search_text, settings.top_k, extra=resolved.extra)
+        # The row shown names its model; else the machine's: other models' copies of a code row stay out.
+        model = (resolved.entry.machine_model if resolved.entry is not None else "") or resolved.machine_model
+        result = kb.search(resolved.search_text, settings.top_k, extra=resolved.extra, machine_model=model)
     except ShifuError as error:
         return Retrieved(notices=(str(error),), relevant=resolved.entry is not None, failed=str(error))
     passages = tuple(result.passages)

@@ -132,6 +132,7 @@ def passage_from_json(data: dict[str, Any]) -> Passage:
         id=str(data["id"]), source=str(data.get("source", "")), section=str(data.get("section", "")),
         text=str(data.get("text", "")), page=data.get("page"), score=float(data.get("score", 0.0)),
         n=int(data.get("n", 0)), evidence=evidence_from_json(data.get("evidence") or {}),
+        machine_models=tuple(str(m) for m in data.get("machine_models") or ()),
     )
 
 

@@ -12,6 +12,7 @@ from kb.search.coverage import coverage
 from kb.search.dense import DenseIndex
 from kb.search.rerank import CrossEncoderReranker, Tuning, fuse
 from kb.search.terms import trigram_query, word_query
+from kb.search.variants import Kept, collapse, has_variants
 from kb.types import Evidence, Passage
 
 
@@ -91,6 +92,8 @@ class HybridSearcher:
         self.tuning = tuning or Tuning()
         self.bridge = CodeBridge(conn)
         self.reranker = reranker
+        self.variants = has_variants(conn)
+        """Whether chunks record their machine model (KB versions built before m002 do not)."""
 
     def _rank(self, text: str, mode: str) -> _Ranked:
         found = _Ranked()
@@ -117,8 +120,13 @@ class HybridSearcher:
         found = self._rank(text, mode)
         return found.rankings, found.notices
 
-    def search(self, text: str, k: int, *, mode: str = "hybrid", extra: str = "") -> SearchResult:
-        """Top-k passages for the text (plus optional extra text, e.g. a code's title)."""
+    def search(self, text: str, k: int, *, mode: str = "hybrid", extra: str = "",
+               machine_model: str = "") -> SearchResult:
+        """Top-k passages for the text (plus optional extra text, e.g. a code's title).
+
+        A text stored once per machine model is one passage (kb.search.variants); with
+        `machine_model`, other models' code rows are left out.
+        """
         found = self._rank(f"{text} {extra}".strip(), mode)
         rankings = found.rankings
         if extra and mode != "dense":
@@ -131,20 +139,27 @@ class HybridSearcher:
                 rankings["bridge"] = fts_rank(self.conn, "chunks_words", word_query(expansion), self.depth)
         fused = fuse(self.conn, rankings, text, self.rrf_k, self.tuning)
         depth = max(k, 20) if self.reranker is not None else k
-        best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:depth]
+        ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+        if self.variants:
+            kept = collapse(self.conn, [ident for ident, _ in ordered], depth, machine_model)
+        else:
+            kept = [Kept(ident, ()) for ident, _ in ordered[:depth]]
+        best = [(item.id, fused[item.id]) for item in kept]
         used = mode if mode != "hybrid" else ("hybrid" if found.dense_ran else "fts")
         if mode == "dense" and not found.dense_ran:
             used = "none"
         if not extra and mode != "dense":
             # A query without a known code: how much of it each passage covers decides relevance.
             found.coverage = coverage(self.conn, text, [ident for ident, _ in best])
-        passages = self._load([ident for ident, _ in best], dict(best), found, used)
+        models = {item.id: item.machine_models for item in kept}
+        passages = self._load([ident for ident, _ in best], dict(best), found, used, models)
         if self.reranker is not None:
             passages = self.reranker.rerank(f"{text} {extra}".strip(), passages, k)
         return SearchResult(passages=passages, notices=found.notices, rankers={n: len(r) for n, r in rankings.items()},
                             mode=used, dense_error=found.dense_error)
 
-    def _load(self, ids: list[str], scores: dict[str, float], found: _Ranked, mode: str) -> list[Passage]:
+    def _load(self, ids: list[str], scores: dict[str, float], found: _Ranked, mode: str,
+              models: dict[str, tuple[str, ...]]) -> list[Passage]:
         if not ids:
             return []
         marks = ",".join("?" for _ in ids)
@@ -162,6 +177,7 @@ class HybridSearcher:
                                 fts_coverage=None if found.coverage is None else found.coverage.get(ident, 0.0))
             passages.append(
                 Passage(id=row[0], source=row[1], section=row[2], page=row[3], lang=row[4], kind=row[5],
-                        text=row[6], score=scores[ident], n=n, evidence=evidence)
+                        text=row[6], score=scores[ident], n=n, evidence=evidence,
+                        machine_models=models.get(ident, ()))
             )
         return passages

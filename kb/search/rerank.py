@@ -111,5 +111,5 @@ class CrossEncoderReranker:
             p = passages[index]
             out.append(Passage(id=p.id, source=p.source, section=p.section, text=p.text, page=p.page, lang=p.lang,
                                score=float(scores[index]), n=n, kind=p.kind,
-                               evidence=p.evidence))
+                               evidence=p.evidence, machine_models=p.machine_models))
         return out

@@ -8,7 +8,7 @@ from pathlib import Path
 from kb.errors import SourceError
 from kb.normalize import code_key
 from kb.source.mapping import FileRule
-from kb.source.tables import Row, read_table, rename
+from kb.source.tables import Row, read_table, rename, row_label
 from kb.types import CodeEntry, RepairRecord
 
 SEVERITIES = ("info", "warning", "critical")
@@ -43,27 +43,44 @@ def _lang(value: str, default: str, where: str) -> str:
     raise SourceError(f"{where}: lang '{value}' is not one of {', '.join(LANGS)}")
 
 
+def split_models(text: str) -> tuple[str, ...]:
+    """The machine models a row applies to: one per line (a YAML/JSON list) or separated by ` | `."""
+    parts = (part.strip() for part in re.split(r"\r?\n|\s\|\s", text or ""))
+    return tuple(dict.fromkeys(part for part in parts if part))
+
+
+def model_code(raw_code: str, model: str, rule: FileRule, where: str) -> str:
+    """The code as `model` displays it: the rule's prefix, and the model's part for the placeholder."""
+    if not rule.prefix_by_model or rule.placeholder not in raw_code:
+        return f"{rule.prefix}{raw_code}"
+    part = rule.prefix_by_model.get(model)
+    if part is None:  # model names are matched as written, then regardless of case
+        part = next((v for k, v in rule.prefix_by_model.items() if k.lower() == model.lower()), None)
+    if part is None:
+        known = ", ".join(rule.prefix_by_model)
+        raise SourceError(f"{where}: code '{raw_code}' has the model-dependent part '{rule.placeholder}' "
+                          f"but prefix_by_model has no entry for model '{model or '(none)'}' (it has {known})")
+    return f"{rule.prefix}{raw_code.replace(rule.placeholder, part, 1)}"
+
+
 def read_codes(path: Path, relative: str, rule: FileRule | None, default_lang: str) -> list[CodeEntry]:
-    """Read one code table; raise SourceError naming file, row and column."""
+    """Read one code table (one entry per row and machine model); raise SourceError naming file, row and column."""
     rule = rule or FileRule(match=relative, role="codes")
-    rows = rename(read_table(path, rule.sheet), rule.columns)
+    rows = rename(read_table(path, rule.sheet, rule.root), rule.columns)
     entries: list[CodeEntry] = []
-    for number, row in enumerate(rows, start=2):
-        entries.append(_code_entry(row, rule, relative, f"{relative} row {number}", default_lang))
+    for index, row in enumerate(rows):
+        entries.extend(_code_entries(row, rule, relative, f"{relative} {row_label(path, index)}", default_lang))
     return entries
 
 
-def _code_entry(row: Row, rule: FileRule, relative: str, where: str, default_lang: str) -> CodeEntry:
+def _code_entries(row: Row, rule: FileRule, relative: str, where: str, default_lang: str) -> list[CodeEntry]:
+    """One row's entries: a row that applies to several models is stored once per model."""
     raw_code = row.get("code", "")
     title = row.get("title", "")
     if not raw_code:
         raise SourceError(f"{where}: column 'code' is empty or missing")
     if not title:
         raise SourceError(f"{where}: column 'title' is empty or missing")
-    code = f"{rule.prefix}{raw_code}"
-    key = code_key(code)
-    if not key:
-        raise SourceError(f"{where}: code '{code}' has no letters or digits")
     description = row.get("description", "")
     steps = split_items(row.get("steps", ""))
     if not steps and rule.steps_from:
@@ -76,19 +93,29 @@ def _code_entry(row: Row, rule: FileRule, relative: str, where: str, default_lan
     if severity not in SEVERITIES:
         raise SourceError(f"{where}: severity '{severity}' is not one of {', '.join(SEVERITIES)}")
     lang = _lang(row.get("lang", ""), rule.lang or default_lang, where)
-    machine_model = row.get("machine_model", "") or (rule.machine_model or "")
-    return CodeEntry(
-        code=code,
-        key=key,
-        title=title,
-        steps=steps,
-        safety=split_items(row.get("safety", "")),
-        severity=severity,
-        machine_model=machine_model,
-        lang=lang,
-        description=description,
-        source=relative,
-    )
+    models = split_models(row.get("machine_model", "")) or ((rule.machine_model,) if rule.machine_model else ())
+    if not models and rule.prefix_by_model and rule.placeholder in raw_code:
+        # A model-dependent code on a row for every model: one row per model the mapping knows.
+        models = tuple(rule.prefix_by_model)
+    entries = []
+    for model in models or ("",):
+        code = model_code(raw_code, model, rule, where)
+        key = code_key(code)
+        if not key:
+            raise SourceError(f"{where}: code '{code}' has no letters or digits")
+        entries.append(CodeEntry(
+            code=code,
+            key=key,
+            title=title,
+            steps=steps,
+            safety=split_items(row.get("safety", "")),
+            severity=severity,
+            machine_model=model,
+            lang=lang,
+            description=description,
+            source=relative,
+        ))
+    return entries
 
 
 def check_collisions(entries: list[CodeEntry]) -> None:
@@ -110,24 +137,31 @@ def check_collisions(entries: list[CodeEntry]) -> None:
 def read_records(path: Path, relative: str, rule: FileRule | None) -> tuple[list[RepairRecord], list[str]]:
     """Repair records and a list of skipped-row warnings (bad rows are skipped, not fatal)."""
     rule = rule or FileRule(match=relative, role="records")
-    rows = rename(read_table(path, rule.sheet), rule.columns)
+    rows = rename(read_table(path, rule.sheet, rule.root), rule.columns)
     records: list[RepairRecord] = []
     warnings: list[str] = []
-    for number, row in enumerate(rows, start=2):
+    for index, row in enumerate(rows):
+        where = f"{relative} {row_label(path, index)}"
         code = row.get("code", "")
         if not code:
-            warnings.append(f"{relative} row {number}: no code, skipped")
+            warnings.append(f"{where}: no code, skipped")
             continue
         result = (row.get("result") or "").strip().lower().replace(" ", "_")
         if result and result not in RESULTS:
-            warnings.append(f"{relative} row {number}: result '{result}' unknown, kept as given")
+            warnings.append(f"{where}: result '{result}' unknown, kept as given")
         duration = row.get("duration_min", "")
+        machine_model = row.get("machine_model", "") or (rule.machine_model or "")
+        try:
+            full_code = model_code(code, machine_model, rule, where)
+        except SourceError as error:
+            warnings.append(f"{error}; skipped")
+            continue
         records.append(
             RepairRecord(
                 date=row.get("date", ""),
                 machine_id=row.get("machine_id", ""),
-                machine_model=row.get("machine_model", "") or (rule.machine_model or ""),
-                code=f"{rule.prefix}{code}",
+                machine_model=machine_model,
+                code=full_code,
                 symptom=row.get("symptom", ""),
                 action=row.get("action", ""),
                 parts=row.get("parts", ""),

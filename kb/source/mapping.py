@@ -16,6 +16,21 @@ code = "Error Code in v1.1+"
 title = "Error Message in v1.0-"
 description = "Error Description"
 ```
+A vendor's YAML or JSON table (a list of records, nested keys by dotted path), whose rows
+apply to several machine models and whose codes carry each model's display number:
+
+```toml
+[[files]]
+match = "vendor-error-codes.yaml"
+role = "codes"
+root = "Errors"                  # dotted path to the list of records (optional when unambiguous)
+steps_from = "description"
+prefix_by_model = { "X1" = "13", "X2" = "17" }   # `XX101` is 13101 on an X1, 17101 on an X2
+[files.columns]
+machine_model = "printers"       # a list (or ` | ` in a CSV cell): the row applies to each model
+description = "text"
+title = "message.en"             # a nested key
+```
 Files not matched by any entry get their role from their folder (`codes/`, `records/`,
 `machines/`, `manuals/`).
 """
@@ -54,6 +69,12 @@ class FileRule(BaseModel):
     machine_model: str | None = None
     steps_from: str | None = None
     sheet: str | None = None
+    root: str | None = None
+    """YAML/JSON: the dotted path of the list of records inside the document."""
+    prefix_by_model: dict[str, str] = Field(default_factory=dict)
+    """Each machine model's part of a code: it replaces `placeholder` (`XX101` -> `13101` on X1)."""
+    placeholder: str = "XX"
+    """The model-dependent part of a code as the table writes it."""
 
 
 class Mapping(BaseModel):

@@ -1,4 +1,11 @@
-"""Read CSV and XLSX tables into rows keyed by lower-case, trimmed header names."""
+"""Read code tables (CSV, XLSX, YAML, JSON) into rows keyed by lower-case, trimmed column names.
+
+CSV and XLSX: the header row names the columns. YAML and JSON (a vendor's own table): a list of
+records, found at the mapping's dotted `root` path (or the document itself when it is a list, or
+its only list); nested keys become dotted column names (`message.en`), and a list of values
+becomes one value per line, which is how a cell lists several steps or machine models
+(`kb.source.flatten`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,11 @@ import io
 from pathlib import Path
 
 from kb.errors import SourceError
+from kb.source.flatten import read_structured
 
 Row = dict[str, str]
-TABLE_SUFFIXES = {".csv", ".xlsx", ".xlsm"}
+STRUCTURED_SUFFIXES = {".yaml", ".yml", ".json"}
+TABLE_SUFFIXES = {".csv", ".xlsx", ".xlsm"} | STRUCTURED_SUFFIXES
 
 
 def _clean_header(names: list[str], path: Path) -> list[str]:
@@ -86,14 +95,23 @@ def _cell_text(value: object) -> str:
     return str(value).strip()
 
 
-def read_table(path: Path, sheet: str | None = None) -> list[Row]:
-    """Rows of a CSV or XLSX file; header names lower-cased and trimmed."""
+def read_table(path: Path, sheet: str | None = None, root: str | None = None) -> list[Row]:
+    """Rows of a CSV, XLSX, YAML or JSON file; column names lower-cased and trimmed."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return _read_csv(path)
     if suffix in {".xlsx", ".xlsm"}:
         return _read_xlsx(path, sheet)
-    raise SourceError(f"{path.name}: tables must be .csv or .xlsx")
+    if suffix in STRUCTURED_SUFFIXES:
+        return read_structured(path, root)
+    raise SourceError(f"{path.name}: tables must be .csv, .xlsx, .yaml or .json")
+
+
+def row_label(path: Path, index: int) -> str:
+    """How an error names the index-th row (0-based): the spreadsheet row, or the record number."""
+    if path.suffix.lower() in STRUCTURED_SUFFIXES:
+        return f"record {index + 1}"
+    return f"row {index + 2}"  # row 1 is the header
 
 
 def rename(rows: list[Row], columns: dict[str, str]) -> list[Row]:

@@ -50,4 +50,12 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_initial]
+def m002_chunk_models(db: sqlite_utils.Database) -> None:
+    # A code row that applies to several machine models is stored once per model; `variant`
+    # is shared by rows of identical text, so search can show that text once (kb.search.variants).
+    db.execute("ALTER TABLE chunks ADD COLUMN machine_model TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE chunks ADD COLUMN variant TEXT NOT NULL DEFAULT ''")
+    db.execute("CREATE INDEX chunks_variant ON chunks(variant) WHERE variant != ''")
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_chunk_models]

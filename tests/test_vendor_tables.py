@@ -1,0 +1,269 @@
+"""Vendor code tables in their own formats (issue 15 item 5).
+
+Readers: YAML and JSON tables (a list of records at a dotted root, nested keys by dotted path,
+scalars as written), a row for several machine models (a list, or ` | ` in a CSV cell), and
+model-dependent codes (`prefix_by_model`, `XX101` -> `13101` on an X1).
+
+Then a real build of a printer maker's table in its own shape (tests/vendor_table.py: 96 vendor
+codes, 288 codes over four models) and real `shifu ask --json` / `shifu kb search --json`:
+a code is its model's row; a text stored once per model is one passage listing its models;
+the top sources are never copies of one text; with the machine model known, only its rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from kb.errors import SourceError
+from kb.source.codes import read_codes
+from kb.source.mapping import FileRule
+from tests.vendor_table import MODELS, Row, write_source
+
+SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "appliance/schemas/answer.schema.json").read_text())
+PASSAGE_LIST = {"type": "array", "items": {"$ref": "#/$defs/passage"}, "$defs": SCHEMA["$defs"]}
+
+NESTED_YAML = """\
+vendor:
+  name: ACME extruders
+  errors:
+    - code: 0101
+      message: {en: Nozzle clogged, de: Düse verstopft}
+      remedy:
+        - {text: Heat the nozzle to 250 C}
+        - {text: Push the filament through by hand}
+      models: [P1, P2]
+      level: critical
+    - code: "1.10"
+      message: {en: Fan slow}
+      remedy:
+        - {text: Clean the fan}
+      models: []
+      level: ~
+"""
+
+NESTED_JSON = {
+    "vendor": {
+        "name": "ACME extruders",
+        "errors": [
+            {"code": "0101", "message": {"en": "Nozzle clogged", "de": "Düse verstopft"},
+             "remedy": [{"text": "Heat the nozzle to 250 C"}, {"text": "Push the filament through by hand"}],
+             "models": ["P1", "P2"], "level": "critical"},
+            {"code": 1.10, "message": {"en": "Fan slow"}, "remedy": [{"text": "Clean the fan"}], "models": [],
+             "level": None},
+        ],
+    }
+}
+
+NESTED_RULE = FileRule(match="*", role="codes", root="vendor.errors", lang="en",
+                       columns={"title": "message.en", "steps": "remedy.text", "machine_model": "models",
+                                "severity": "level"})
+
+
+def _shape(entries: list[Any]) -> list[tuple[str, str, str, tuple[str, ...], str]]:
+    return [(e.code, e.machine_model, e.title, e.steps, e.severity) for e in entries]
+
+
+EXPECTED_NESTED = [
+    ("0101", "P1", "Nozzle clogged", ("Heat the nozzle to 250 C", "Push the filament through by hand"), "critical"),
+    ("0101", "P2", "Nozzle clogged", ("Heat the nozzle to 250 C", "Push the filament through by hand"), "critical"),
+    ("1.10", "", "Fan slow", ("Clean the fan",), "warning"),
+]
+
+
+def test_yaml_table_at_a_dotted_root_with_nested_keys(tmp_path: Path) -> None:
+    path = tmp_path / "acme.yaml"
+    path.write_text(NESTED_YAML, encoding="utf-8")
+    # 0101 stays 0101 (not the octal 65), 1.10 stays 1.10, `~` is an empty cell; a row per listed model.
+    assert _shape(read_codes(path, "acme.yaml", NESTED_RULE, "en")) == EXPECTED_NESTED
+
+
+def test_json_table_reads_like_the_yaml_one(tmp_path: Path) -> None:
+    path = tmp_path / "acme.json"
+    path.write_text(json.dumps(NESTED_JSON, ensure_ascii=False).replace("1.1,", "1.10,"), encoding="utf-8")
+    assert '"code": 1.10' in path.read_text()  # a JSON number, kept as written
+    assert _shape(read_codes(path, "acme.json", NESTED_RULE, "en")) == EXPECTED_NESTED
+
+
+def test_a_list_document_or_its_only_list_needs_no_root(tmp_path: Path) -> None:
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- {code: A1, title: Door open, steps: [Close the door]}\n", encoding="utf-8")
+    keyed = tmp_path / "keyed.yml"
+    keyed.write_text("version: 3\nErrors:\n  - {code: A1, title: Door open, steps: [Close the door]}\n")
+    for path in (listed, keyed):
+        [entry] = read_codes(path, path.name, None, "en")
+        assert (entry.code, entry.title, entry.steps) == ("A1", "Door open", ("Close the door",))
+
+
+def test_unclear_or_wrong_structure_is_named(tmp_path: Path) -> None:
+    two = tmp_path / "two.yaml"
+    two.write_text("errors: [{code: A1, title: T, steps: S}]\nwarnings: [{code: W1, title: T, steps: S}]\n")
+    with pytest.raises(SourceError, match=r"two\.yaml: which list holds the records\? .*errors, warnings"):
+        read_codes(two, "two.yaml", None, "en")
+    with pytest.raises(SourceError, match=r"two\.yaml: no key 'errors\.list'"):
+        read_codes(two, "two.yaml", FileRule(match="*", role="codes", root="errors.list"), "en")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("errors:\n  - {code: A1, title: T, steps: S}\n  - {code: A2, steps: S}\n")
+    with pytest.raises(SourceError, match=r"bad\.yaml record 2: column 'title' is empty"):
+        read_codes(bad, "bad.yaml", None, "en")
+
+
+def test_csv_cell_lists_several_models(tmp_path: Path) -> None:
+    path = tmp_path / "codes.csv"
+    path.write_text("code,title,steps,machine_model\nE-5,Guard open,Close the guard | Press reset,CV-200 | CV-300\n"
+                    "E-6,Belt slip,Check tension,\n", encoding="utf-8")
+    entries = read_codes(path, "codes.csv", None, "en")
+    assert [(e.code, e.machine_model, e.steps) for e in entries] == [
+        ("E-5", "CV-200", ("Close the guard", "Press reset")),
+        ("E-5", "CV-300", ("Close the guard", "Press reset")),
+        ("E-6", "", ("Check tension",)),
+    ]
+
+
+def test_prefix_by_model_gives_each_model_its_display_number(tmp_path: Path) -> None:
+    path = tmp_path / "codes.yaml"
+    path.write_text(
+        "Errors:\n"
+        "  - {code: XX101, printers: [X1, x2], title: Stuck filament, text: Unload the filament.}\n"
+        "  - {code: XX203, title: Thermal runaway, text: Check the thermistor.}\n"  # every model
+        "  - {code: 99, title: Unknown, text: Restart.}\n",  # no placeholder: one row for every model
+        encoding="utf-8")
+    rule = FileRule(match="*", role="codes", prefix_by_model={"X1": "13", "X2": "17"},
+                    columns={"machine_model": "printers", "description": "text"}, steps_from="description")
+    entries = read_codes(path, "codes.yaml", rule, "en")
+    assert [(e.code, e.key, e.machine_model) for e in entries] == [
+        ("13101", "13101", "X1"), ("17101", "17101", "x2"),  # model names match regardless of case
+        ("13203", "13203", "X1"), ("17203", "17203", "X2"),
+        ("99", "99", ""),
+    ]
+    path.write_text("Errors:\n  - {code: XX101, printers: [X1, X9], title: Stuck, text: Unload.}\n")
+    with pytest.raises(SourceError, match=r"codes\.yaml record 1: .*'XX' but prefix_by_model has no entry "
+                                          r"for model 'X9' \(it has X1, X2\)"):
+        read_codes(path, "codes.yaml", rule, "en")
+
+
+# -- a printer maker's table, built and asked for real ----------------------------------------
+@pytest.fixture(scope="module")
+def vendor(tmp_path_factory: pytest.TempPathFactory, embedder: object) -> Iterator[tuple[Path, list[Row]]]:
+    root = tmp_path_factory.mktemp("vendor")
+    rows = write_source(root / "printers")
+    home = root / "home"
+    home.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SHIFU_HOME", str(home))
+        from appliance.cli.main import cli
+
+        result = CliRunner().invoke(cli, ["kb", "build", str(root / "printers"), "--json"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["activated"] and report["warnings"] == []
+        assert report["codes"] == len(rows) == 288 and report["chunks"] == 288  # one row per code and model
+        yield home, rows
+
+
+def _cli(home: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
+    from appliance.cli.main import cli
+
+    monkeypatch.setenv("SHIFU_HOME", str(home))
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _ask(home: Path, monkeypatch: pytest.MonkeyPatch, query: str, *options: str) -> dict[str, Any]:
+    answer: dict[str, Any] = _cli(home, monkeypatch, "ask", query, "--no-llm", "--json", "--lang", "en", *options)
+    jsonschema.validate(answer, SCHEMA)
+    return answer
+
+
+def _body(passage: dict[str, Any]) -> str:
+    """A code row's text without its code (copies for other models differ only there)."""
+    first, _, rest = passage["text"].partition("\n")
+    return f"{first.split(' ', 1)[-1]}\n{rest}"
+
+
+def _row(rows: list[Row], code: str) -> Row:
+    return next(r for r in rows if r.code == code)
+
+
+def test_13101_is_the_x1_row_and_17101_the_same_text_on_the_x2(
+        vendor: tuple[Path, list[Row]], monkeypatch: pytest.MonkeyPatch) -> None:
+    home, rows = vendor
+    x1, x2 = _row(rows, "13101"), _row(rows, "17101")
+    assert x1.text == x2.text and x1.vendor_code == x2.vendor_code == "XX101"
+    for row, model in ((x1, "X1"), (x2, "X2")):
+        answer = _ask(home, monkeypatch, row.code, "--model", model)
+        code = answer["code"]
+        assert (code["code"], code["machine_model"], code["title"]) == (row.code, model, row.title)
+        assert " ".join(code["steps"]) == row.text
+        own = [p for p in answer["passages"] if p["section"].startswith(f"{row.code} ")]
+        assert [p["machine_models"] for p in own] == [[model]]
+        # Only this model's rows among the sources: no other printer's copy of the same text.
+        assert all(p["machine_models"] in ([], [model]) for p in answer["passages"]), answer["passages"]
+        assert not [p["section"] for p in answer["passages"] if _body(p) == _body(own[0]) and p is not own[0]]
+
+
+def test_one_vendor_code_with_its_own_text_per_model(
+        vendor: tuple[Path, list[Row]], monkeypatch: pytest.MonkeyPatch) -> None:
+    home, rows = vendor
+    per_model = [r for r in rows if r.vendor_code == "XX104"]
+    assert [r.model for r in per_model] == list(MODELS) and len({r.text for r in per_model}) == 4
+    for row in per_model:
+        code = _ask(home, monkeypatch, row.code, "--model", row.model)["code"]
+        assert (code["code"], code["machine_model"]) == (row.code, row.model)
+        assert code["steps"][-1] == row.text.rsplit(". ", 1)[-1]  # the model's own hint, not another's
+    # A display number names its printer: typed without a machine, it is still that model's row.
+    assert _ask(home, monkeypatch, "20104")["code"]["machine_model"] == "X4"
+
+
+def _shared(rows: list[Row]) -> Row:
+    """A text that all four models share (stored four times), asked about as a symptom."""
+    return next(r for r in rows if r.title == "HEATBED OVERHEAT")
+
+
+def test_a_symptom_gets_one_passage_per_text_listing_every_model(
+        vendor: tuple[Path, list[Row]], monkeypatch: pytest.MonkeyPatch) -> None:
+    home, rows = vendor
+    shared = _shared(rows)
+    assert shared.shared_with == MODELS
+    answer = _ask(home, monkeypatch, "heatbed temperature above its limit, check the heatbed connector")
+    passages = answer["passages"]
+    assert len(passages) == 5
+    bodies = [_body(p) for p in passages]
+    assert len(set(bodies)) == len(bodies), [p["section"] for p in passages]  # no copies of one text
+    best = passages[0]
+    assert best["text"].endswith(shared.text) and best["machine_models"] == sorted(MODELS)
+    for passage in passages:  # each passage lists exactly the models whose row holds its text
+        title = passage["text"].split("\n", 1)[0].split(" ", 1)[1]
+        holders = {r.model for r in rows if r.title == title and _body(passage).endswith(r.text)}
+        assert passage["machine_models"] == sorted(holders), passage
+
+
+def test_a_symptom_on_a_known_model_shows_only_its_rows(
+        vendor: tuple[Path, list[Row]], monkeypatch: pytest.MonkeyPatch) -> None:
+    home, rows = vendor
+    answer = _ask(home, monkeypatch, "heatbed temperature above its limit, check the heatbed connector",
+                  "--model", "X2")
+    passages = answer["passages"]
+    assert passages[0]["section"].startswith("17201 HEATBED OVERHEAT")
+    assert all(p["machine_models"] == ["X2"] and p["section"].startswith("17") for p in passages), passages
+
+
+def test_kb_search_json_collapses_copies_and_filters_by_model(
+        vendor: tuple[Path, list[Row]], monkeypatch: pytest.MonkeyPatch) -> None:
+    home, rows = vendor
+    query = "hotend overcurrent circuit heater cartridge"
+    found = _cli(home, monkeypatch, "kb", "search", query, "--json", "-k", "5")
+    jsonschema.validate(found, PASSAGE_LIST)
+    bodies = [_body(p) for p in found]
+    assert len(found) == 5 and len(set(bodies)) == 5, [p["section"] for p in found]
+    hotend = _row(rows, next(r.code for r in rows if r.title == "HOTEND OVERCURRENT"))
+    assert found[0]["text"].endswith(hotend.text) and found[0]["machine_models"] == sorted(hotend.shared_with)
+    on_x3 = _cli(home, monkeypatch, "kb", "search", query, "--json", "-k", "5", "--model", "X3")
+    assert all(p["machine_models"] == ["X3"] and p["section"].startswith("12") for p in on_x3), on_x3
