@@ -36,6 +36,7 @@ from appliance.engine.types import (
 )
 from appliance.engine.validate import clean_query
 from appliance.llm.base import LLMBackend
+from appliance.llm.following import hold
 from appliance.store.opstore import OpStore
 from kb.embed import Embedder
 from kb.errors import KBError, ModelError, ShifuError
@@ -118,7 +119,8 @@ class Engine:
         self._backend = backend
 
     def backend(self) -> LLMBackend:
-        """The loaded model (loaded on first use; a failure is raised as ModelError)."""
+        """The loaded model (loaded on first use; a failure is raised as ModelError). From `make_engine`
+        it follows the registry's active pair (appliance.llm.following), as `kb()` follows `current`."""
         if not self.settings.model.enabled or self._backend_factory is None:
             raise ModelError("the model is switched off in the configuration (model.enabled = false)")
         with self._backend_lock:
@@ -234,7 +236,20 @@ class Engine:
                  mark: Callable[[str, float | None], None], debug_tokens: bool) -> Iterator[Event]:
         """Step 4: ask the model (through the scheduler) and keep its guarded answer."""
         try:
-            backend = self.backend()
+            shared = self.backend()
+        except ShifuError as error:
+            answer.notices.append(_model_notice(answer.lang, str(error)))
+            yield Failed("model", str(error))
+            return
+        # One pair from start to end: a model switch (USB import, `shifu model activate`) waits
+        # until this answer is done, and the audit row names the pair that wrote it.
+        with hold(shared) as backend:
+            yield from self._explain_with(backend, query, answer, resolved, history, mark, debug_tokens)
+
+    def _explain_with(self, backend: LLMBackend, query: Query, answer: Answer, resolved: Resolved,
+                      history: History, mark: Callable[[str, float | None], None],
+                      debug_tokens: bool) -> Iterator[Event]:
+        try:
             info = backend.info()
         except ShifuError as error:
             answer.notices.append(_model_notice(answer.lang, str(error)))

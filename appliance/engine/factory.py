@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from dataclasses import replace
+
 from appliance import paths
 from appliance.config import Settings
 from appliance.engine.engine import Engine
 from appliance.llm.base import LLMBackend
+from appliance.llm.following import FollowingBackend
 from appliance.store.opstore import OpStore
 from kb.embed import SentenceTransformerEmbedder
 from kb.errors import ModelError
 from kb.versions import VersionStore
-from models.registry import load_registry
+from models.registry import ModelEntry, load_registry
 
 
 def make_backend(settings: Settings, *, adapter: bool = True) -> LLMBackend:
@@ -35,25 +40,48 @@ def make_backend(settings: Settings, *, adapter: bool = True) -> LLMBackend:
             model.server_url, model.server_model, n_ctx=model.n_ctx, timeout_s=model.timeout_s,
             connect_timeout_s=model.connect_timeout_s, retries=model.retries, backoff_s=model.retry_backoff_s,
         )
+    if model.backend == "llama_cpp":
+        base, lora = _llama_pair(settings, adapter=adapter)
+        return _llama_backend(settings, base, lora)
+    raise ModelError(f"model.backend = {model.backend!r} is not available in this build")
+
+
+def _llama_pair(settings: Settings, *, adapter: bool = True) -> tuple[ModelEntry, ModelEntry | None]:
+    """The registry's active base and adapter, or the files `model.path`/`model.adapter` name."""
+    model = settings.model
     registry = load_registry(paths.models_toml())
     base = registry.base()
     if model.path is not None:
-        from dataclasses import replace
-
         base = replace(base, id=model.path.stem, path=model.path, sha256="")
     lora = registry.adapter() if adapter else None
     if model.adapter is not None and adapter:
-        from models.registry import ModelEntry
-
         lora = ModelEntry(id=model.adapter.stem, path=model.adapter, kind="adapter")
-    if model.backend == "llama_cpp":
-        from appliance.llm.llama_cpp import LlamaCppBackend
+    return base, lora
 
-        return LlamaCppBackend(
-            base, lora, n_ctx=model.n_ctx, n_threads=model.n_threads, n_gpu_layers=model.n_gpu_layers,
-            flash_attn=model.flash_attn, hash_cache=paths.state_dir() / "hashes.json",
-        )
-    raise ModelError(f"model.backend = {model.backend!r} is not available in this build")
+
+def _llama_backend(settings: Settings, base: ModelEntry, lora: ModelEntry | None) -> LLMBackend:
+    from appliance.llm.llama_cpp import LlamaCppBackend
+
+    model = settings.model
+    return LlamaCppBackend(
+        base, lora, n_ctx=model.n_ctx, n_threads=model.n_threads, n_gpu_layers=model.n_gpu_layers,
+        flash_attn=model.flash_attn, hash_cache=paths.state_dir() / "hashes.json",
+    )
+
+
+def make_following_backend(settings: Settings) -> LLMBackend:
+    """The backend of a long-running process: for llama.cpp, the registry's active pair, reloaded
+    between answers when it changes (appliance.llm.following); a server backend as it is (the
+    server owns its model)."""
+    if settings.model.backend != "llama_cpp":
+        return make_backend(settings)
+
+    def wanted() -> tuple[str, Callable[[], LLMBackend]]:
+        base, lora = _llama_pair(settings)
+        key = json.dumps([[e.id, str(e.path), e.sha256] for e in (base, lora) if e is not None])
+        return key, lambda: _llama_backend(settings, base, lora)
+
+    return FollowingBackend(wanted, watch=paths.models_toml())
 
 
 def configure_chroma(settings: Settings) -> None:
@@ -77,7 +105,7 @@ def make_engine(settings: Settings, *, with_opstore: bool = True) -> Engine:
     return Engine(
         settings,
         VersionStore(paths.kb_dir()),
-        backend_factory=lambda: make_backend(settings),
+        backend_factory=lambda: make_following_backend(settings),
         opstore=OpStore(paths.ops_db()) if with_opstore else None,
         embedder=embedder,
     )

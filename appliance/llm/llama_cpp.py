@@ -12,15 +12,19 @@ import json
 import os
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from appliance.llm.base import GenerateOptions, LLMBackend, ModelInfo, StreamStats
 from kb.errors import ModelError
 from models import prompt
+from models.gguf_check import check_pair
+from models.gguf_header import read_header
 from models.registry import ModelEntry, fd_sha256
 
 GGUF_MAGIC = b"GGUF"
+GRAMMARS = 64
 
 
 class LlamaCppBackend(LLMBackend):
@@ -112,6 +116,10 @@ class LlamaCppBackend(LLMBackend):
                 raise ModelError(
                     f"adapter {self.adapter.id} was trained for another base model; activate its base or another adapter"
                 )
+        # The headers of the very files that were hashed, before llama.cpp parses anything.
+        base_header = read_header(base_fd, f"model file {self.base.path}")
+        check_pair(replace(self.base, sha256=base_sha), self.adapter, base_header=base_header,
+                   adapter_header=read_header(fds[1], f"adapter file {self.adapter.path}") if self.adapter else None)
         try:
             from llama_cpp import Llama
         except ImportError as error:
@@ -144,6 +152,7 @@ class LlamaCppBackend(LLMBackend):
             adapter_sha256=adapter_sha,
             device=device,
             languages=self.base.languages,
+            answer_mode=self.base.answer_mode,
             extra={"n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_gpu_layers": self.n_gpu_layers},
         )
 
@@ -158,13 +167,23 @@ class LlamaCppBackend(LLMBackend):
         self.load()
         return self._llm
 
-    def grammar(self, schema: dict[str, Any]) -> Any:
+    def grammar(self, schema: dict[str, Any] | None = None, gbnf: str | None = None) -> Any:
+        """The grammar for a JSON schema (converted once, kept) or a GBNF text (quote mode's, per
+        passage set: the most recent `GRAMMARS` are kept)."""
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        text = json.dumps(schema)  # property order is kept: summary streams first
-        if text not in self._grammars:
-            self._grammars[text] = LlamaGrammar.from_json_schema(text, verbose=False)
-        return self._grammars[text]
+        if gbnf is not None:
+            key = gbnf
+            if key not in self._grammars:
+                self._grammars[key] = LlamaGrammar.from_string(gbnf, verbose=False)
+        else:
+            key = json.dumps(schema)  # property order is kept: summary streams first
+            if key not in self._grammars:
+                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+        self._grammars[key] = self._grammars.pop(key)  # most recently used last
+        while len(self._grammars) > GRAMMARS:
+            del self._grammars[next(iter(self._grammars))]
+        return self._grammars[key]
 
     # -- generation ------------------------------------------------------------------------
     def render(self, messages: list[dict[str, str]]) -> str:
@@ -173,7 +192,11 @@ class LlamaCppBackend(LLMBackend):
     def stream(self, messages: list[dict[str, str]], options: GenerateOptions) -> Iterator[str]:
         llm = self.llama
         text = self.render(messages)
-        grammar = self.grammar(options.json_schema) if options.json_schema else None
+        grammar = None
+        if options.grammar:
+            grammar = self.grammar(gbnf=options.grammar)
+        elif options.json_schema:
+            grammar = self.grammar(options.json_schema)
         with self._lock:
             tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
             if len(tokens) + 16 >= self.n_ctx:
