@@ -321,6 +321,15 @@ class OpcuaServer(Section):
     """Longest wait between reconnect attempts."""
     timeout_s: float = Field(default=5.0, gt=0)
     """Request timeout; a server silent this long counts as gone."""
+    acknowledge: bool = False
+    """When an operator marks an alarm of this server fixed, call its condition's `Acknowledge` method (through
+    `shifu intake`). Off by default: Shifu then only reads from the controller."""
+    acknowledge_comment: Literal["fixed", "operator"] = "fixed"
+    """The acknowledgement's comment: `fixed` sends "Shifu: fixed"; `operator` adds the operator id signed in at
+    the kiosk ("Shifu: fixed (operator 1234)"). By default nothing about people leaves the PC."""
+    acknowledge_wait_s: float = Field(default=10.0, gt=0, le=120)
+    """How long the kiosk waits for the outcome; a request `shifu intake` has not sent by then fails (shown and
+    audited, never sent later)."""
 
     @model_validator(mode="after")
     def _valid_pattern(self) -> OpcuaServer:

@@ -112,15 +112,25 @@ def publish_all(client: mqtt.Client, messages: list[tuple[str, bytes]]) -> None:
 
 
 class Controller:
-    """A controller's OPC UA server: a Machine Tools-style AlertType with ErrorCode and a plain alarm."""
+    """A controller's OPC UA server: a Machine Tools-style AlertType with ErrorCode and a plain alarm.
 
-    def __init__(self, port: int) -> None:
+    Each plain alarm is a condition node (`ns=1;s=cond-NAME`) whose `Acknowledge` behaves as a
+    controller's does: accepted once for the condition's latest EventId (recorded in `acks`),
+    BadEventIdUnknown for an older or unknown one, BadConditionBranchAlreadyAcked the second time.
+    With `certificate` and `private_key` it only offers Basic256Sha256 SignAndEncrypt.
+    """
+
+    def __init__(self, port: int, *, certificate: Path | None = None, private_key: Path | None = None) -> None:
         self.port = port
         self.endpoint = f"opc.tcp://127.0.0.1:{port}/shifu-test/"
+        self.certificate, self.private_key = certificate, private_key
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.server: Any = None
+        self.latest: dict[str, bytes] = {}
+        self.acks: list[tuple[str, bytes, str]] = []
+        self.calls = 0
 
     def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(20)
@@ -130,15 +140,32 @@ class Controller:
         server.iserver.bind_condition_methods = True  # ConditionRefresh, as a controller with A&C has it
         await server.init()
         server.set_endpoint(self.endpoint)
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self.certificate is not None and self.private_key is not None:
+            await server.load_certificate(str(self.certificate))
+            await server.load_private_key(str(self.private_key))
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+        else:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         ns = await server.register_namespace(MACHINE_TOOL_NS)
         self.alert_type = await server.create_custom_event_type(
             ns, "AlertType", ua.ObjectIds.BaseEventType, [("ErrorCode", ua.VariantType.String)]
         )
         self.alerts = await server.get_event_generator(self.alert_type, server.nodes.server)
         self.alarms = await server.get_event_generator(ua.ObjectIds.AlarmConditionType, server.nodes.server)
+        server.link_method(server.get_node(ua.ObjectIds.AcknowledgeableConditionType_Acknowledge), self._acknowledge)
+        self.conditions: set[str] = set()
         await server.start()
         self.server = server
+
+    async def _acknowledge(self, condition: ua.NodeId, event_id: ua.Variant, comment: ua.Variant) -> Any:
+        self.calls += 1
+        name = condition.to_string()
+        if self.latest.get(name) != event_id.Value:
+            return ua.StatusCode(ua.StatusCodes.BadEventIdUnknown)
+        if any(done == name for done, _, _ in self.acks):
+            return ua.StatusCode(ua.StatusCodes.BadConditionBranchAlreadyAcked)
+        self.acks.append((name, event_id.Value, comment.Value.Text))
+        return []
 
     def start(self) -> None:
         self.call(self._start())
@@ -166,7 +193,11 @@ class Controller:
             ev.Retain = retain
             setattr(ev, "ActiveState/Id", active)
             ev.NodeId = ua.NodeId(f"cond-{name}", 1)
+            if name not in self.conditions:  # the condition instance the event belongs to
+                await self.server.nodes.objects.add_object(ev.NodeId, ua.QualifiedName(name, 1))
+                self.conditions.add(name)
             await self.alarms.trigger(message=f"{name} active" if active else f"{name} cleared")
+            self.latest[ev.NodeId.to_string()] = ev.EventId.Value
 
         self.call(fire())
 

@@ -332,7 +332,7 @@ def test_remote_engine_gives_the_kiosk_what_a_local_client_does(served, settings
     try:
         answer = remote.answer(Query("A01", lang="en"))
         assert answer.code is not None and answer.model_available and answer.audit_id
-        assert remote.feedback(answer.audit_id, "not_fixed", "42") > 0
+        assert remote.feedback(answer.audit_id, "not_fixed", "42").id > 0
         with pytest.raises(NotFoundError, match="999999"):
             remote.feedback(999999, "fixed")
         with pytest.raises(InputError, match="empty"):

@@ -75,6 +75,54 @@ class Alarm:
         )
 
 
+AckState = Literal["acknowledged", "refused", "failed", "sending"]
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """What became of acknowledging an OPC UA alarm back to its server after the operator's "fixed".
+
+    Only for an alarm from an `[[opcua.servers]]` entry with `acknowledge = true`. `state`:
+    acknowledged (the server took it), refused (the server answered with a bad status, named in
+    `detail`), failed (no answer: the intake is not running or not connected, a timeout, or the
+    event is no condition), sending (still under way when the wait ended; the audit row gets the
+    outcome). Every outcome is in the `acknowledgements` table; nothing is retried by itself.
+    """
+
+    id: int
+    state: AckState
+    detail: str = ""
+    comment: str = ""
+    """The comment sent ("Shifu: fixed", with the operator id only under `acknowledge_comment = "operator"`)."""
+    endpoint: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "state": self.state, "detail": self.detail, "comment": self.comment,
+                "endpoint": self.endpoint}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Acknowledgement:
+        return cls(int(data["id"]), _choice(data.get("state"), AckState, "failed"), str(data.get("detail") or ""),
+                   str(data.get("comment") or ""), str(data.get("endpoint") or ""))
+
+
+@dataclass(frozen=True)
+class FeedbackSaved:
+    """The stored verdict's row id, and the acknowledgement sent back to the alarm's OPC UA server, if any."""
+
+    id: int
+    acknowledgement: Acknowledgement | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        ack = self.acknowledgement
+        return {"id": self.id, "acknowledgement": ack.to_json() if ack is not None else None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FeedbackSaved:
+        ack = data.get("acknowledgement")
+        return cls(int(data["id"]), Acknowledgement.from_json(ack) if ack else None)
+
+
 @dataclass(frozen=True)
 class Machine:
     """A machine of the plant's inventory (the active KB's machines table)."""
@@ -182,9 +230,14 @@ class EngineClient(Protocol):
         """The newest `limit` alarms with an id above `after_id`, newest first (titles in `lang`)."""
         ...
 
-    def feedback(self, audit_id: int, verdict: Verdict, operator: str = "", alarm_id: int | None = None) -> int:
+    def feedback(
+        self, audit_id: int, verdict: Verdict, operator: str = "", alarm_id: int | None = None
+    ) -> FeedbackSaved:
         """Store the operator's verdict on an answer (and the alarm it was opened from); the row id.
 
+        "fixed" on an alarm from an OPC UA server with `acknowledge = true` also acknowledges the
+        condition on that server (through `shifu intake`, which holds the connection) and waits for
+        the outcome, at most that server's `acknowledge_wait_s`: `FeedbackSaved.acknowledgement`.
         NotFoundError when the answer (or alarm) is unknown.
         """
         ...

@@ -19,7 +19,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from appliance.engine.client import VERDICTS, Alarm, DenseState, EngineStatus, Machine, NotFoundError, Verdict
+from appliance.engine.client import (
+    VERDICTS,
+    Alarm,
+    DenseState,
+    EngineStatus,
+    FeedbackSaved,
+    Machine,
+    NotFoundError,
+    Verdict,
+)
 from appliance.engine.engine import Engine
 from appliance.engine.types import Done, Event, Query
 from appliance.store.opstore import OpStore
@@ -63,7 +72,9 @@ class LocalClient:
         lang = lang or self.engine.settings.general.lang
         return [_describe(Alarm.from_json(row), kb, lang) for row in rows]
 
-    def feedback(self, audit_id: int, verdict: Verdict, operator: str = "", alarm_id: int | None = None) -> int:
+    def feedback(
+        self, audit_id: int, verdict: Verdict, operator: str = "", alarm_id: int | None = None
+    ) -> FeedbackSaved:
         if verdict not in VERDICTS:
             raise InputError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
         store = self._opstore()
@@ -71,7 +82,14 @@ class LocalClient:
             raise NotFoundError(f"no answer with audit_id {audit_id}; ask again before giving feedback")
         if alarm_id is not None and not store.has_alarm(alarm_id):
             raise NotFoundError(f"no alarm with id {alarm_id}")
-        return store.add_feedback(audit_id, verdict, operator, alarm_id=alarm_id)
+        feedback_id = store.add_feedback(audit_id, verdict, operator, alarm_id=alarm_id)
+        ack = None
+        if verdict == "fixed" and alarm_id is not None:
+            from appliance.intake import acknowledge
+
+            # Committed first; then the alarm's OPC UA server is told, when the plant chose so.
+            ack = acknowledge.request(self.engine.settings, store, alarm_id, feedback_id, operator)
+        return FeedbackSaved(feedback_id, ack)
 
     def _opstore(self) -> OpStore:
         if self.engine.opstore is None:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from appliance.config import Settings
-from appliance.engine.client import Alarm, EngineStatus, Machine, NotFoundError, Verdict
+from appliance.engine.client import Alarm, EngineStatus, FeedbackSaved, Machine, NotFoundError, Verdict
 from appliance.engine.types import Answer, Event, Query
 from appliance.server.events import answer_from_json, decode, parse_sse
 from kb.errors import InputError, ShifuError
@@ -75,11 +75,13 @@ class RemoteEngine:
             params["lang"] = lang
         return [Alarm.from_json(row) for row in self.request("GET", "/v1/alarms", params=params)]
 
-    def feedback(self, audit_id: int, verdict: Verdict, operator: str = "", alarm_id: int | None = None) -> int:
+    def feedback(
+        self, audit_id: int, verdict: Verdict, operator: str = "", alarm_id: int | None = None
+    ) -> FeedbackSaved:
         body: dict[str, Any] = {"audit_id": audit_id, "verdict": verdict, "operator": operator}
         if alarm_id is not None:
             body["alarm_id"] = alarm_id
-        return int(self.request("POST", "/v1/feedback", json=body)["id"])
+        return FeedbackSaved.from_json(self.request("POST", "/v1/feedback", json=body))
 
     def status(self) -> EngineStatus:
         try:
@@ -102,7 +104,8 @@ class RemoteEngine:
 
     def stream(self, query: Query, *, use_model: bool = True) -> Iterator[Event]:
         """The engine's events for one question, as they arrive from the server."""
-        body = {"query": query.text, "lang": query.lang, "machine": query.machine_id, "no_llm": not use_model}
+        body = {"query": query.text, "lang": query.lang, "machine": query.machine_id,
+                "machine_model": query.machine_model, "no_llm": not use_model}
         try:
             with self.client.stream("POST", "/v1/ask", json=body, headers={"Accept": "text/event-stream"}) as response:
                 if response.status_code >= 400:
@@ -117,7 +120,8 @@ class RemoteEngine:
 
     def answer(self, query: Query, *, use_model: bool = True) -> Answer:
         """The finished answer (`POST /v1/ask` as JSON)."""
-        body = {"query": query.text, "lang": query.lang, "machine": query.machine_id, "no_llm": not use_model}
+        body = {"query": query.text, "lang": query.lang, "machine": query.machine_id,
+                "machine_model": query.machine_model, "no_llm": not use_model}
         return answer_from_json(self.request("POST", "/v1/ask", json=body))
 
     def close(self) -> None:

@@ -129,7 +129,7 @@ class Intake:
                     if alarm.status != "unparsed" and alarm.normalized:
                         existing = fresh.get(key) or self._alarms.existing(key)
                         if existing is not None:
-                            batch.repeat(existing)
+                            batch.repeat(existing, alarm.event_id or None)
                             results.append(Stored(existing, alarm, repeat=True))
                             continue
                     answer = self._answer_state(alarm, len(jobs) < room, allow)
@@ -138,7 +138,8 @@ class Intake:
                             alarm.port or alarm.source, alarm.machine_id, alarm.raw, alarm.code, alarm.normalized,
                             alarm.message, answer, source=alarm.source, status=alarm.status,
                             message_key=alarm.message_key or None, payload=alarm.payload,
-                            severity=alarm.severity or None,
+                            severity=alarm.severity or None, condition_id=alarm.condition_id or None,
+                            event_id=alarm.event_id or None,
                         )
                     )
                     if alarm.status != "unparsed" and alarm.normalized:

@@ -38,6 +38,10 @@ class AlarmIn:
     port: str = ""
     severity: str = ""
     """info | warning | critical when the input says so (OPC UA), else empty."""
+    condition_id: str = ""
+    """OPC UA: the ConditionId (a NodeId string) of an alarm condition, for acknowledging it back."""
+    event_id: str = ""
+    """OPC UA: the event's EventId in hex (Acknowledge names the event it acknowledges)."""
 
     @property
     def kind(self) -> str:

@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import re
+import sqlite3
 import threading
 from typing import Any
 
@@ -34,6 +35,7 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import BadCertificateUntrusted, UaStatusCodeError
 
 from appliance.config import OpcuaServer
+from appliance.intake import acknowledge
 from appliance.intake.intake import Intake
 from appliance.intake.message import AlarmIn, unparsed
 from appliance.intake.status import InputStatus
@@ -75,12 +77,15 @@ def _qualified(name: str, default_ns: int = 0) -> ua.QualifiedName:
 
 
 def event_filter(code_field: str, machine_tool_ns: int) -> ua.EventFilter:
-    """Select the base fields, ConditionName, Retain, ActiveState/Id, ErrorCode and `code_field`."""
+    """Select the base fields, ConditionName, Retain, ConditionId, ActiveState/Id, ErrorCode and `code_field`."""
     evfilter = ua.EventFilter()
     base = ObjectIds.BaseEventType
     clauses = [_operand(base, ua.QualifiedName(name, 0)) for name in BASE_FIELDS]
     clauses.append(_operand(ObjectIds.ConditionType, ua.QualifiedName("ConditionName", 0)))
     clauses.append(_operand(ObjectIds.ConditionType, ua.QualifiedName("Retain", 0)))
+    condition_id = _operand(ObjectIds.ConditionType)  # the ConditionId: the condition node itself
+    condition_id.AttributeId = AttributeIds.NodeId
+    clauses.append(condition_id)
     clauses.append(_operand(ObjectIds.AlarmConditionType, ua.QualifiedName("ActiveState", 0),
                             ua.QualifiedName("Id", 0)))
     # Any event type carrying an ErrorCode: BaseEventType restricts nothing, the path names the field.
@@ -124,7 +129,10 @@ def to_alarm(server: OpcuaServer, fields: dict[str, Any], pattern: re.Pattern[st
         machine = (groups.get("machine") or "").strip() or machine
         message = (groups.get("message") or "").strip() or message
     event_id = fields.get("EventId")
-    key = f"opcua:{event_id.hex()}" if isinstance(event_id, bytes) and event_id else ""
+    event_hex = event_id.hex() if isinstance(event_id, bytes) and event_id else ""
+    key = f"opcua:{event_hex}" if event_hex else ""
+    condition = fields.get("NodeId")  # the ConditionId when the event is a condition's (acknowledgeable)
+    condition_id = condition.to_string() if isinstance(condition, ua.NodeId) and not condition.is_null() else ""
     normalized = code_key(code) if 0 < len(code) <= MAX_CODE_CHARS else ""
     if not normalized:
         shown = {k: _text(v, limit) for k, v in fields.items() if k != "EventId"}
@@ -133,7 +141,7 @@ def to_alarm(server: OpcuaServer, fields: dict[str, Any], pattern: re.Pattern[st
     return AlarmIn(
         source=source, machine_id=machine[:64], code=code, normalized=normalized, message=message,
         raw=f"{source_name}: {code} {message}".strip()[:1000], severity=severity_band(fields.get("Severity")),
-        message_key=key,
+        message_key=key, condition_id=condition_id, event_id=event_hex if condition_id else "",
     )
 
 
@@ -220,6 +228,8 @@ class OpcuaInput(threading.Thread):
             self.status.set(state="connected", last_error="")
             self.connected.set()
             while not self._stop_event.is_set() and not lost.is_set():
+                if self.server.acknowledge:
+                    await self._acknowledge_requested(client)
                 await asyncio.sleep(0.1)
             self.connected.clear()
             self.refreshed.clear()
@@ -230,6 +240,42 @@ class OpcuaInput(threading.Thread):
                 await asyncio.wait_for(client.disconnect(), timeout=2)
             except Exception:  # the server is gone already
                 log.debug("opcua %s: disconnect failed", self.server.endpoint, exc_info=True)
+
+    # -- acknowledging back (appliance.intake.acknowledge) ----------------------------------
+    async def _acknowledge_requested(self, client: Client) -> None:
+        """Send the acknowledgements operators asked for; each one once, its outcome written."""
+        store = self.intake.store.opstore
+        try:
+            pending = acknowledge.claim(store, self.source, self.server.acknowledge_wait_s)
+        except sqlite3.Error as error:  # the database is busy: the requests wait (and fail if they wait too long)
+            log.debug("opcua %s: cannot read acknowledgement requests: %s", self.server.endpoint, error)
+            return
+        for item in pending:
+            state, detail = await self._acknowledge(client, item)
+            self.status.add({"acknowledged": "acknowledged", "refused": "ack_refused"}.get(state, "ack_failed"))
+            if state != "acknowledged":
+                log.warning("opcua %s: acknowledging alarm %d %s: %s", self.server.endpoint, item.alarm_id, state,
+                            detail)
+            try:
+                acknowledge.finish(store, item.id, state, detail)
+            except sqlite3.Error:
+                log.exception("opcua %s: cannot record acknowledgement %d (%s)", self.server.endpoint, item.id, state)
+
+    async def _acknowledge(self, client: Client, item: acknowledge.Pending) -> tuple[str, str]:
+        try:
+            condition = client.get_node(ua.NodeId.from_string(item.condition_id))
+            await asyncio.wait_for(condition.call_method(
+                ua.NodeId(ObjectIds.AcknowledgeableConditionType_Acknowledge),  # type: ignore[arg-type]
+                ua.Variant(bytes.fromhex(item.event_id), ua.VariantType.ByteString),
+                ua.Variant(ua.LocalizedText(item.comment), ua.VariantType.LocalizedText),
+            ), timeout=self.server.timeout_s)
+        except UaStatusCodeError as error:  # the server said no, and why
+            return "refused", f"{type(error).__name__}: {error}"
+        except TimeoutError:
+            return "failed", f"no answer from the server within {self.server.timeout_s:g} s"
+        except Exception as error:  # connection lost, a malformed node id: not sent
+            return "failed", f"{type(error).__name__}: {error}"
+        return "acknowledged", ""
 
     async def _sleep(self, seconds: float) -> None:
         end = asyncio.get_running_loop().time() + seconds

@@ -47,7 +47,29 @@ def m102_scans(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS scans_untaken ON scans (taken, id)")
 
 
-MIGRATIONS: list[Migration] = [m101_alarm_answers, m102_scans]
+def m103_acknowledgements(db: sqlite_utils.Database) -> None:
+    """OPC UA acknowledgement: the condition and latest event of an alarm, and every acknowledgement sent back.
+
+    `alarms.condition_id` (the ConditionId as a NodeId string) and `alarms.event_id` (hex, the
+    latest event of that condition, which is the one a server accepts an Acknowledge for).
+    `acknowledgements` is the audit of each one: requested by the kiosk's feedback, claimed
+    (`sending`) and finished (`acknowledged`, `refused`, `failed`) by the intake, with the comment sent.
+    """
+    have = _columns(db, "alarms")
+    if "condition_id" not in have:
+        db.execute("ALTER TABLE alarms ADD COLUMN condition_id TEXT")
+    if "event_id" not in have:
+        db.execute("ALTER TABLE alarms ADD COLUMN event_id TEXT")
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS acknowledgements (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, alarm_id INTEGER REFERENCES alarms(id),
+            feedback_id INTEGER REFERENCES feedback(id), source TEXT NOT NULL, condition_id TEXT, event_id TEXT,
+            comment TEXT NOT NULL, state TEXT NOT NULL, detail TEXT, finished REAL)"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS acknowledgements_state ON acknowledgements (state, source)")
+
+
+MIGRATIONS: list[Migration] = [m101_alarm_answers, m102_scans, m103_acknowledgements]
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,8 @@ class NewAlarm:
     message_key: str | None = None
     payload: bytes | None = None
     severity: str | None = None
+    condition_id: str | None = None
+    event_id: str | None = None
 
 
 class Batch:
@@ -77,7 +101,8 @@ class Batch:
     def insert(self, alarm: NewAlarm) -> int:
         cursor = self._conn.execute(
             "INSERT INTO alarms (received, port, machine_id, raw, code, normalized, message, answer_status,"
-            " source, status, message_key, payload, severity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " source, status, message_key, payload, severity, condition_id, event_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 self._now,
                 alarm.port,
@@ -92,6 +117,8 @@ class Batch:
                 alarm.message_key,
                 alarm.payload,
                 alarm.severity,
+                alarm.condition_id,
+                alarm.event_id,
             ],
         )
         return int(cursor.lastrowid or 0)
@@ -103,9 +130,11 @@ class Batch:
         ).fetchone()
         return int(row[0]) if row else None
 
-    def repeat(self, alarm_id: int) -> None:
+    def repeat(self, alarm_id: int, event_id: str | None = None) -> None:
+        """Count a repeat; an OPC UA repeat also keeps its event id, the one the server will want acknowledged."""
         self._conn.execute(
-            "UPDATE alarms SET repeats = repeats + 1, last_repeat = ? WHERE id = ?", [self._now, alarm_id]
+            "UPDATE alarms SET repeats = repeats + 1, last_repeat = ?, event_id = COALESCE(?, event_id) WHERE id = ?",
+            [self._now, event_id, alarm_id],
         )
 
     def scan(self, port: str, machine_id: str, text: str) -> int:

@@ -99,8 +99,20 @@ class FeedbackIn(Strict):
                                  description="The alarm the answer was opened from, if any.")
 
 
+class AcknowledgementOut(Strict):
+    """`appliance.engine.client.Acknowledgement`: the OPC UA acknowledgement a "fixed" sent back, and its outcome."""
+
+    id: int
+    state: Literal["acknowledged", "refused", "failed", "sending"]
+    detail: str
+    comment: str
+    endpoint: str
+
+
 class FeedbackCreated(Strict):
     id: int
+    acknowledgement: AcknowledgementOut | None = Field(
+        default=None, description="Only for an alarm of an OPC UA server with `acknowledge = true`.")
 
 
 class AlarmOut(BaseModel):
@@ -387,7 +399,8 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
               tags=["answers"], responses={**ERRORS, 404: {"model": Problem, "description": "no such answer or alarm"}})
     def feedback(item: FeedbackIn) -> FeedbackCreated:
         """Record the operator's verdict on an answer (for the technicians and the next training round)."""
-        return FeedbackCreated(id=local.feedback(item.audit_id, item.verdict, item.operator, alarm_id=item.alarm_id))
+        saved = local.feedback(item.audit_id, item.verdict, item.operator, alarm_id=item.alarm_id)
+        return FeedbackCreated.model_validate(saved.to_json())
 
     components = _openapi_components(_answer_schema())
 
