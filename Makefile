@@ -15,6 +15,8 @@ export ANONYMIZED_TELEMETRY := False
 # System tools the tests drive, as command:Debian-package (mosquitto: MQTT intake; chromium:
 # the headless browser for the web screens). `make setup` apt-installs the missing ones.
 TOOLS := tmux:tmux systemd-analyze:systemd mosquitto:mosquitto chromium:chromium unshare:util-linux
+# A font that draws Traditional Chinese, for the report's charts (matplotlib) and the browser.
+CJK_FONTS := fonts-noto-cjk fontconfig
 
 # llama.cpp for the CPU is built for any x86-64 with AVX2 (the plant's PC and these machines alike),
 # not -march=native: a native build on a CPU that advertises AMX emits AMX tile instructions, and a
@@ -35,6 +37,7 @@ setup: tools $(STAMP)
 tools:
 	@export PATH="$$PATH:/usr/sbin:/sbin"; missing=""; \
 	for pair in $(TOOLS); do command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	fc-list :lang=zh-tw 2>/dev/null | grep -q . || missing="$$missing $(CJK_FONTS)"; \
 	if [ -n "$$missing" ]; then \
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		echo "installing system tools:$$missing"; \
