@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from kb.errors import SourceError
 from kb.source.codes import read_codes
 from kb.source.mapping import FileRule
-from tests.vendor_table import MODELS, Row, write_source
+from tests.vendor_table import MODELS, PREFIXES, Row, write_source
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "appliance/schemas/answer.schema.json").read_text())
 PASSAGE_LIST = {"type": "array", "items": {"$ref": "#/$defs/passage"}, "$defs": SCHEMA["$defs"]}
@@ -206,6 +206,8 @@ def test_13101_is_the_x1_row_and_17101_the_same_text_on_the_x2(
         assert [p["machine_models"] for p in own] == [[model]]
         # Only this model's rows among the sources: no other printer's copy of the same text.
         assert all(p["machine_models"] in ([], [model]) for p in answer["passages"]), answer["passages"]
+        vendor_rows = [p["section"] for p in answer["passages"] if p["source"] == "error-codes.yaml"]
+        assert len(vendor_rows) > 1 and all(s.startswith(PREFIXES[model]) for s in vendor_rows), vendor_rows
         assert not [p["section"] for p in answer["passages"] if _body(p) == _body(own[0]) and p is not own[0]]
 
 
