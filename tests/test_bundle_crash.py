@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gguf_adapters import write_adapter
 from test_bundle_support import (
     ORIGINAL_TITLE,
     a01_title,
@@ -161,7 +162,7 @@ def kb_model_bundle(tmp_path_factory: pytest.TempPathFactory, signer: Path, buil
 
     work = tmp_path_factory.mktemp("crash-model")
     adapter = work / "line3-lora.gguf"
-    adapter.write_bytes(b"GGUF" + bytes(range(256)) * 40)
+    write_adapter(adapter, embedded_model_path())
     plan = BundlePlan(sources=[SourceSpec(edited_sample(work / "src", NEW_TITLE))], label="kb+model",
                       model_label="lora", models=[ModelFile(file=adapter, id="line3-lora", kind="adapter",
                                                             base_sha256=file_sha256(embedded_model_path()),

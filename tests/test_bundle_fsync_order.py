@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gguf_adapters import write_adapter
 from test_bundle_support import context, current_db, edited_sample, make_key, trust
 
 from kb.build import SourceSpec
@@ -30,7 +31,7 @@ def test_each_rename_is_fsynced_before_its_phase_is_reported(
     key = make_key(tmp_path / "engineer")
     trust(kb_home, key)
     adapter = tmp_path / "line3-lora.gguf"
-    adapter.write_bytes(b"GGUF" + bytes(range(256)) * 40)
+    write_adapter(adapter, embedded_model_path())
     plan = BundlePlan(sources=[SourceSpec(edited_sample(tmp_path / "src", "Drive motor overload (fsync)"))],
                       label="fsync order", model_label="lora",
                       models=[ModelFile(file=adapter, id="line3-lora", kind="adapter",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from gguf_adapters import write_adapter
 from test_bundle_support import SAMPLE_KB, context
 
 from appliance.cli.main import cli
@@ -55,7 +56,7 @@ def test_model_bundle_installs_file_and_registry_entry(home: Path, tmp_path: Pat
     paths.keys_dir().mkdir(parents=True)
     (paths.keys_dir() / "shifu.pub").write_bytes(pair.public_path.read_bytes())
     adapter = tmp_path / "line3-lora.gguf"
-    adapter.write_bytes(b"GGUF" + bytes(range(256)) * 40)
+    write_adapter(adapter, embedded_model_path())
     base_sha = file_sha256(embedded_model_path())  # an adapter is accepted only for a registered base
     plan = BundlePlan(models=[ModelFile(file=adapter, id="line3-lora", kind="adapter", base_sha256=base_sha,
                                         activate=True)], model_label="lora 2025-06")

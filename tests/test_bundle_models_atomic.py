@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from gguf_adapters import write_adapter
 from test_bundle_support import SAMPLE_KB, context
 
 from kb.build import SourceSpec
+from models.registry import embedded_model_path
 
 
 def embedded_sha256() -> str:
@@ -22,7 +24,7 @@ def adapter_bundle(tmp_path: Path, key: Path, base_sha256: str, *, with_kb: bool
     from kb.bundle.pack import BundlePlan, ModelFile, build_bundle
 
     adapter = tmp_path / "line3-lora.gguf"
-    adapter.write_bytes(b"GGUF" + bytes(range(256)) * 40)
+    write_adapter(adapter, embedded_model_path())
     plan = BundlePlan(sources=[SourceSpec(SAMPLE_KB)] if with_kb else [], label="June",
                       models=[ModelFile(file=adapter, id="line3-lora", kind="adapter", base_sha256=base_sha256,
                                         activate=True)], model_label="lora 2026-06")

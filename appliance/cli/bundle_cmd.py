@@ -247,15 +247,20 @@ def register_models(installed: list[Any]) -> Callable[[], None]:
     Every adapter must belong to a registered base (its base sha256, as `shifu model activate`
     checks), bases of the same bundle included; otherwise nothing is changed. Returns the undo the
     importer calls when a later part of the bundle fails: the registry file as it was before.
+    Every file's GGUF header must fit its entry (an adapter its base: architecture, vocabulary,
+    context, tensor shapes), and a pair about to become active must load and generate a few
+    tokens on the CPU (appliance.llm.health); otherwise the registry is not written at all.
     """
     from dataclasses import replace
 
     from appliance import paths
+    from appliance.llm.health import check_activation
     from models.registry import ModelEntry, activate, base_for, load_registry, save_registry, write_durably
 
     path = paths.models_toml()
     before = path.read_bytes() if path.exists() else None
     registry = load_registry(path)
+    pair_before = _active_files(registry)
     for item in sorted(installed, key=lambda i: i.spec.kind == "adapter"):  # bases first
         spec = item.spec
         entry = ModelEntry(id=spec.id, path=item.path, sha256=item.sha256, kind=spec.kind,
@@ -269,6 +274,9 @@ def register_models(installed: list[Any]) -> Callable[[], None]:
     for item in installed:
         if item.spec.activate:
             activate(registry, item.spec.id, paths.state_dir() / "hashes.json")
+    _check_installed(registry, installed)
+    if _active_files(registry) != pair_before:
+        check_activation(registry, hash_cache=paths.state_dir() / "hashes.json")
 
     def undo() -> None:
         if before is None:
@@ -278,6 +286,32 @@ def register_models(installed: list[Any]) -> Callable[[], None]:
 
     save_registry(registry, path)
     return undo
+
+
+def _active_files(registry: Any) -> list[tuple[str, str, str]]:
+    """What the active pair is made of: its entries' ids, paths and hashes."""
+    try:
+        entries = [registry.base(), registry.adapter()]
+    except ModelError:
+        return []
+    return [(e.id, str(e.path), e.sha256) for e in entries if e is not None]
+
+
+def _check_installed(registry: Any, installed: list[Any]) -> None:
+    """Each imported file's header against its entry, each adapter's against its base (ModelError)."""
+    from appliance import paths
+    from models.gguf_check import check_base, check_pair
+    from models.registry import base_for
+
+    ids = {item.spec.id for item in installed}
+    for entry in registry.bases:
+        if entry.id in ids:
+            check_base(entry)
+    for entry in registry.adapters:
+        if entry.id in ids:
+            base = base_for(registry, entry, paths.state_dir() / "hashes.json")
+            assert base is not None  # register_models refused an adapter without its base
+            check_pair(base, entry)
 
 
 def log_import(path: Path, *, kind: str, key_id: str, sequence: int | None, result: str, message: str) -> None:

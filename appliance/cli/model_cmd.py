@@ -230,14 +230,24 @@ def model_verify(as_json: bool) -> None:
 
 @model.command("activate")
 @click.argument("ident")
-def model_activate(ident: str) -> None:
-    """Make base or adapter IDENT active (an adapter brings its base); `none` turns the adapter off."""
+@click.option("--no-health-check", "health_check", flag_value=False, default=True,
+              help="Do not load the pair and generate a few tokens before it becomes active.")
+def model_activate(ident: str, health_check: bool) -> None:
+    """Make base or adapter IDENT active (an adapter brings its base); `none` turns the adapter off.
+
+    The pair's GGUF headers are checked and it must load and generate a few tokens on the CPU
+    before the registry names it; running kiosks and servers switch to it between answers."""
     from models.registry import EMBEDDED_ID, activate, load_registry, save_registry
 
     path = _registry_path()
     registry = load_registry(path)
     for notice in activate(registry, ident, _hash_cache()):
         click.echo(notice)
+    if health_check:
+        from appliance.llm.health import check_activation
+
+        click.echo("health check: loading the pair on the CPU and generating a few tokens", err=True)
+        check_activation(registry, hash_cache=_hash_cache())  # ModelError: the registry is not written
     save_registry(registry, path)
     adapter = f" + adapter {registry.active_adapter}" if registry.active_adapter else ""
     click.echo(f"active: {registry.active_base}{adapter}"

@@ -15,7 +15,7 @@ import numpy as np
 from appliance.llm.base import GenerateOptions, LLMBackend
 from kb.errors import ModelError
 from models import prompt
-from models.registry import ModelEntry
+from models.registry import ModelEntry, Registry
 
 PROBE = [{"role": "system", "content": "You are a maintenance assistant."},
          {"role": "user", "content": "Reply with one word: ready"}]
@@ -48,9 +48,11 @@ def _finite_logits(backend: object) -> None:
                          "the adapter or base file is broken")
 
 
-def check_pair(base: ModelEntry, adapter: ModelEntry | None, *, hash_cache: Path | None = None,
-               n_threads: int | None = None) -> None:
-    """Load base + adapter on the CPU (a small context) and run `smoke_test`; always released again."""
+def health_check(base: ModelEntry, adapter: ModelEntry | None, *, hash_cache: Path | None = None,
+                 n_threads: int | None = None) -> None:
+    """Load base + adapter on the CPU (a small context) and run `smoke_test`; always released again.
+
+    The loader checks the hashes and the GGUF headers (models.gguf_check) before llama.cpp opens them."""
     from appliance.llm.llama_cpp import LlamaCppBackend
 
     backend = LlamaCppBackend(base, adapter, n_ctx=512, n_threads=n_threads, n_gpu_layers=0, hash_cache=hash_cache)
@@ -59,3 +61,13 @@ def check_pair(base: ModelEntry, adapter: ModelEntry | None, *, hash_cache: Path
         smoke_test(backend)
     finally:
         backend.close()
+
+
+def check_activation(registry: Registry, *, hash_cache: Path | None = None) -> None:
+    """The registry's active pair, as it is about to be saved, loads and generates; else ModelError."""
+    base, adapter = registry.base(), registry.adapter()
+    try:
+        health_check(base, adapter, hash_cache=hash_cache)
+    except ModelError as error:
+        pair = base.id + (f" + adapter {adapter.id}" if adapter else "")
+        raise ModelError(f"{pair} failed its health check, the previous model stays active: {error}") from error
