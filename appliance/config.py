@@ -337,6 +337,10 @@ class OpcuaServer(Section):
             _check_pattern(self.pattern, f"opcua server {self.endpoint!r}")
         if (self.security_policy == "None") != (self.security_mode == "None"):
             raise ValueError("security_policy and security_mode are both None, or both set")
+        if self.security_policy != "None" and not self.trusted_certificates:
+            # Encryption with whoever answers is no security: an impostor's certificate would do.
+            raise ValueError(f"opcua server {self.endpoint!r}: security_policy {self.security_policy} needs "
+                             "trusted_certificates (the controller's certificate files)")
         return self
 
 

@@ -301,8 +301,8 @@ class OpcuaInput(threading.Thread):
                 security_policies.SecurityPolicyBasic256Sha256, str(s.certificate), str(s.private_key),
                 mode=getattr(ua.MessageSecurityMode, s.security_mode),
             )
-        if s.trusted_certificates:
-            client.certificate_validator = self._validator()
+        if s.security_policy != "None" or s.trusted_certificates:
+            client.certificate_validator = self._validator()  # an empty trust list trusts no server
         await client.connect()
         try:
             namespaces = await client.get_namespace_array()
