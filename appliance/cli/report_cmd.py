@@ -63,7 +63,8 @@ def summary(first: date | None, last: date | None, out: Path, lang: str | None, 
             click.echo(f"[{time.perf_counter() - started:6.1f}s] {message}", err=True)
 
     store = VersionStore(paths.kb_dir())
-    kb_dir = store.path(store.current()) if store.current() is not None else None  # type: ignore[arg-type]
+    version = store.current()
+    kb_dir = store.path(version) if version is not None else None
     if kb_dir is None:
         say("no active knowledge base: repair records left out")
     if language == "zh-TW" and cjk_font() is None:
@@ -77,3 +78,36 @@ def summary(first: date | None, last: date | None, out: Path, lang: str | None, 
                           options=Options(window_days=repeat_days), progress=say)
     say(f"done: {len(files)} files")
     click.echo(str(files["report.html"]))
+
+
+@report.command("handover")
+@click.option("--date", "day", callback=_date, default=None, metavar="DATE",
+              help="The day the shift began (YYYY-MM-DD; default: the day the current shift began).")
+@click.option("--shift", "shift_text", default=None, metavar="HH:MM-HH:MM",
+              help="The shift; an end not after the start crosses midnight (default: the current one of "
+                   "06:00-14:00, 14:00-22:00, 22:00-06:00; with --date alone: the whole day).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for handover.html and handover.csv.")
+@click.option("--lang", type=click.Choice(["zh-TW", "en"]), default=None, help="Label language (default from config).")
+def handover(day: date | None, shift_text: str | None, out: Path, lang: str | None) -> None:
+    """The shift handover: the shift's alarms, which were fixed and how, which are open or escalated."""
+    from appliance import paths
+    from appliance.config import load_settings
+    from appliance.report.handover import Shift, build_handover, current_shift, write_handover
+    from kb.versions import VersionStore
+
+    language = lang or load_settings().general.lang
+    try:
+        if shift_text is None and day is None:
+            shift = current_shift(datetime.now().astimezone())
+        else:
+            shift = Shift.parse(day or datetime.now().astimezone().date(), shift_text or "00:00-24:00")
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--shift") from error
+    store = VersionStore(paths.kb_dir())
+    version = store.current()
+    data = build_handover(paths.ops_db(), shift, store.path(version) if version is not None else None, language)
+    files = write_handover(data, out, language)
+    click.echo(f"{shift.describe()}: {len(data.alarms)} alarms, {data.count('fixed')} fixed, "
+               f"{data.count('escalated')} escalated, {data.count('open')} open", err=True)
+    click.echo(str(files["handover.html"]))
