@@ -30,7 +30,7 @@ from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "installer" / "build"
-UNITS = ["shifu-kiosk.service", "shifu-serial.service", "shifu-serve.service", "shifu-usb-import@sdb1.service"]
+UNITS = ["shifu-kiosk.service", "shifu-intake.service", "shifu-serve.service", "shifu-usb-import@sdb1.service"]
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the appliance installer targets Linux")
 
@@ -173,7 +173,7 @@ def test_install_lays_out_the_appliance(root: Path) -> None:
     assert "shifu" in group.split(":")[3].split(",")
     assert (root / "etc/shifu/shifu.toml").exists() and list((root / "etc/shifu/keys").glob("*.pub"))
     wants = root / "etc/systemd/system/multi-user.target.wants"
-    assert {p.name for p in wants.iterdir()} == {"shifu-kiosk.service", "shifu-serial.service"}
+    assert {p.name for p in wants.iterdir()} == {"shifu-kiosk.service", "shifu-intake.service"}
     assert os.readlink(root / "etc/systemd/system/ctrl-alt-del.target") == "/dev/null"
     assert "kernel.sysrq = 0" in (root / "etc/sysctl.d/90-shifu-kiosk.conf").read_text()
     assert "NAutoVTs=0" in (root / "etc/systemd/logind.conf.d/90-shifu-kiosk.conf").read_text()
@@ -298,7 +298,8 @@ def test_units_verify_and_are_hardened(root: Path) -> None:
         overall = next(line for line in result.stdout.splitlines() if "Overall exposure level" in line)
         print(overall)
         score = float(overall.split(":")[1].split()[0])
-        assert score <= (2.0 if unit == "shifu-serve.service" else 1.0), overall
+        # shifu-serve and shifu-intake need IP sockets (their addresses limited by drop-ins): 2.0 and 1.5.
+        assert score <= {"shifu-serve.service": 2.0, "shifu-intake.service": 1.5}.get(unit, 1.0), overall
 
 
 def test_uninstall_keeps_data_unless_purged(root: Path) -> None:

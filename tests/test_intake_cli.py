@@ -12,7 +12,9 @@ from pathlib import Path
 from click.testing import CliRunner
 from test_serial_pty import Pty
 
+from appliance.cli.doctor import intake_checks
 from appliance.cli.main import cli
+from appliance.config import load_settings
 from tests.intake_support import Broker, Controller, free_port, publish_all, publisher
 
 SHIFU = str(Path(sys.executable).parent / "shifu")
@@ -73,6 +75,12 @@ reconnect_min_s = 0.2
         while time.monotonic() < deadline and len(rows) < 3:
             rows = json.loads(runner.invoke(cli, ["alarms", "--json"]).output)
             time.sleep(0.2)
+        # What `shifu doctor` says of the running intake: each connection, its last message and counts.
+        deadline = time.monotonic() + 20
+        doctor: list[tuple[str, bool, str]] = []
+        while time.monotonic() < deadline and not all(ok and "1 alarms" in d for _, ok, d in doctor[:2] or [("", 0, "")]):
+            doctor = intake_checks(load_settings())
+            time.sleep(0.2)
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)
@@ -87,3 +95,5 @@ reconnect_min_s = 0.2
         ("serial:line1", "CV-01", "A01"),
     ]
     assert "A02" in out and "listening on serial line1, mqtt" in err
+    assert [(name, ok) for name, ok, _ in doctor] == [("intake mqtt", True), ("intake opcua", True)]
+    assert all("connected; last message" in d and "1 alarms, 0 repeats, 0 unparsed" in d for _, _, d in doctor)

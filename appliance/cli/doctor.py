@@ -54,7 +54,7 @@ def _verify_check(active_base: str, active_adapter: str) -> tuple[bool, str]:
     return ok, f"active pair {pair}; last verify {when}: " + "; ".join(parts)
 
 
-SERVICES = ("shifu-kiosk.service", "shifu-serial.service", "shifu-serve.service")
+SERVICES = ("shifu-kiosk.service", "shifu-intake.service", "shifu-serve.service")
 SERIAL_GLOBS = ("ttyUSB*", "ttyACM*", "serial/by-id/*")
 
 
@@ -108,6 +108,42 @@ def _serial_check(settings: Settings) -> tuple[bool, str]:
     if missing:
         detail += f"; MISSING: {', '.join(missing)} (plugged out, or a wrong path in [[serial.ports]])"
     return not missing, detail
+
+
+def intake_checks(settings: Settings) -> list[tuple[str, bool, str]]:
+    """One line per OPC UA server and MQTT broker: its state, last message and counts (intake_status.json)."""
+    import time
+
+    from appliance.intake.runner import STATUS_FILE
+
+    if not (settings.mqtt.brokers or settings.opcua.servers):
+        return [("intake", True, "no [[opcua.servers]] or [[mqtt.brokers]] configured")]
+    path = paths.state_dir() / STATUS_FILE
+    try:
+        status = json.loads(path.read_text(encoding="utf-8"))
+        inputs = list(status["inputs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return [("intake", False, f"shifu intake has not reported ({path} missing or unreadable): is it running?")]
+    now = time.time()
+    age = now - float(status.get("written") or 0)
+    stale = age > max(30.0, 5 * settings.serial.status_interval_s)
+    lines: list[tuple[str, bool, str]] = []
+    for item in inputs:
+        counts = item.get("counters") or {}
+        last = item.get("last_message")
+        detail = (f"{item.get('name')} {item.get('state')}; "
+                  f"{f'last message {now - float(last):.0f} s ago' if last else 'no message yet'}; "
+                  + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("alarms", "repeats", "unparsed", "redelivered")))
+        if item.get("kind") == "opcua" and item.get("state") == "connected" and any(
+                counts.get(k) for k in ("acknowledged", "ack_refused", "ack_failed")):
+            detail += (f"; acknowledged {counts.get('acknowledged', 0)}, refused {counts.get('ack_refused', 0)}, "
+                       f"failed {counts.get('ack_failed', 0)}")
+        if item.get("last_error") and item.get("state") != "connected":
+            detail += f"; last error: {item['last_error']}"
+        if stale:
+            detail = f"STALE: written {age:.0f} s ago (shifu intake stopped?); " + detail
+        lines.append((f"intake {item.get('kind')}", item.get("state") == "connected" and not stale, detail))
+    return lines or [("intake", False, "shifu intake reports no network input")]
 
 
 def _nvidia() -> str:
@@ -223,6 +259,8 @@ def checks(settings: Settings, *, load_model: bool = False) -> list[dict[str, An
     add("gpu", *_gpu_check(settings, info))
     add("services", *_services_check())
     add("serial", *_serial_check(settings))
+    for name, ok, detail in intake_checks(settings):
+        add(name, ok, detail)
     if load_model:
         from appliance.engine.factory import make_backend
         from appliance.llm.base import GenerateOptions

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 import time
-from typing import Any
 
 import click
 
@@ -48,12 +45,10 @@ def serial_command(
     Runs until SIGTERM or Ctrl+C. Alarms go to the operational database, scans from scanner
     ports to its `scans` table, and per-port status to serial_status.json in the state directory.
     """
-    from appliance import paths
+    from appliance.cli.listen import run_until_stopped, store_and_engine
     from appliance.cli.main import settings
-    from appliance.serial.alarm_store import AlarmStore
     from appliance.serial.service import AlarmEvent, SerialService
     from appliance.serial_settings import PortSettings
-    from appliance.store.opstore import OpStore
     from kb.errors import SerialError
 
     config = settings()
@@ -64,13 +59,6 @@ def serial_command(
     if not ports:
         raise SerialError("no serial ports: give --port DEV or add [[serial.ports]] to the configuration")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    paths.ensure_state()
-    store = AlarmStore(OpStore(paths.ops_db()))
-    engine: Any = None
-    if not no_answers:
-        from appliance.engine.factory import make_engine
-
-        engine = make_engine(config)
 
     def show(event: AlarmEvent) -> None:
         if event.repeat:
@@ -78,26 +66,14 @@ def serial_command(
         else:
             click.echo(f"#{event.id} {event.port} {event.machine_id} {event.code} {event.message}".rstrip())
 
-    service = SerialService(config, store, engine=engine, ports=ports, store_scans=True, on_alarm=show)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    service.start()
-    click.echo(f"listening on {', '.join(p.label() for p in ports)}", err=True)
-    deadline = None if duration is None else time.monotonic() + duration
-    try:
-        while not stop.is_set():
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            stop.wait(0.5 if left is None else min(0.5, left))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        service.stop()
-        if engine is not None:
-            engine.close()
-        store.opstore.close()
+    with store_and_engine(config, no_answers) as (store, engine):
+        service = SerialService(config, store, engine=engine, ports=ports, store_scans=True, on_alarm=show)
+
+        def start() -> None:
+            service.start()
+            click.echo(f"listening on {', '.join(p.label() for p in ports)}", err=True)
+
+        run_until_stopped(start, service.stop, duration)
 
 
 @click.command("alarms")
