@@ -259,8 +259,8 @@ def checks(settings: Settings, *, load_model: bool = False) -> list[dict[str, An
     add("gpu", *_gpu_check(settings, info))
     add("services", *_services_check())
     add("serial", *_serial_check(settings))
-    for name, ok, detail in intake_checks(settings):
-        add(name, ok, detail)
+    for line in intake_checks(settings):
+        add(*line)
     if load_model:
         from appliance.engine.factory import make_backend
         from appliance.llm.base import GenerateOptions
