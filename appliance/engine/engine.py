@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from appliance.config import Settings
-from appliance.engine.generate import Generated, generate, generation_lang
+from appliance.engine.generate import Generated, answer_mode, generate, generation_lang
 from appliance.engine.history import History, find_history
 from appliance.engine.resolve import Resolved, resolve
 from appliance.engine.retrieve import retrieve
@@ -255,14 +255,16 @@ class Engine:
             answer.notices.append(_model_notice(answer.lang, str(error)))
             yield Failed("model", str(error))
             return
-        answer.model = info.to_json()
-        gen_lang = generation_lang(answer.lang, info, self.settings)
+        mode = answer_mode(info, self.settings)
+        answer.model = {**info.to_json(), "answer_mode": mode}
+        # Quoting, the model only chooses the plant's sentences: it answers in any language.
+        gen_lang = answer.lang if mode == "quote" else generation_lang(answer.lang, info, self.settings)
         if gen_lang is None:
             answer.notices.append(_lang_notice(answer.lang, omitted=True))
             return
         if gen_lang != answer.lang:
             answer.notices.append(_lang_notice(answer.lang, omitted=False))
-        ctx = self.prompt_context(resolved, history, answer.machine_id, gen_lang, answer.passages)
+        ctx = self.prompt_context(resolved, history, answer.machine_id, gen_lang, answer.passages, mode)
         shown = answer.passages[: len(ctx.passages)]
         try:
             for item in generate(backend, self.scheduler, ctx, shown, trusted_text(resolved, history),
@@ -284,28 +286,29 @@ class Engine:
                         raw_schema_valid=g.schema_valid, raw_cites=g.raw_cites, cites_total=g.total_cites,
                         cites_removed=g.removed_cites, contacts_removed=g.removed_contacts,
                         unsafe_removed=g.removed_unsafe, gate_dropped=g.dropped, gate_empty=g.generated is None,
+                        not_quoted=g.not_quoted, answer_mode=mode,
                     )
         except ShifuError as error:
             answer.notices.append(_model_notice(answer.lang, str(error)))
             yield Failed("generate", str(error))
 
     def prompt_context(self, resolved: Resolved, history: History, machine_id: str, lang: str,
-                       passages: list[Passage]) -> prompt.PromptContext:
+                       passages: list[Passage], mode: str = "free") -> prompt.PromptContext:
         """The prompt context for a resolved query: the one layout `shifu data build` uses too."""
         return prompt.build_context(
             query=resolved.prompt_query, lang=lang, machine_id=machine_id, machine_model=resolved.machine_model,
             entry=resolved.entry, records=history.records, fixes=history.summary, passages=passages,
-            layout=self.layout(),
+            layout=self.layout(), answer_mode=mode,
         )
 
-    def context_for(self, query: Query) -> prompt.PromptContext:
+    def context_for(self, query: Query, mode: str = "free") -> prompt.PromptContext:
         """The prompt the model would read for a query (benchmarks, tests and data checks)."""
         kb = self.kb()
         text = clean_query(query.text, self.settings.general.max_query_chars)
         resolved = resolve(kb, text, query.machine_id, query.lang, query.machine_model)
         history = find_history(kb, resolved.entry, query.machine_id)
         retrieved = retrieve(kb, resolved, self.settings.retrieval)
-        return self.prompt_context(resolved, history, query.machine_id, query.lang, list(retrieved.passages))
+        return self.prompt_context(resolved, history, query.machine_id, query.lang, list(retrieved.passages), mode)
 
     def layout(self) -> prompt.ContextLayout:
         return prompt.ContextLayout(records=2, fixes=1, passages=self.settings.retrieval.prompt_passages)

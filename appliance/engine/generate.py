@@ -23,7 +23,7 @@ from appliance.engine.types import Event, Partial, Token
 from appliance.llm.base import GenerateOptions, LLMBackend, ModelInfo
 from appliance.store.opstore import OpStore
 from kb.types import Passage
-from models import prompt
+from models import prompt, quote
 
 
 @dataclass
@@ -46,6 +46,19 @@ def generation_lang(lang: str, info: ModelInfo, settings: Settings) -> str | Non
     if settings.model.unsupported_lang == "omit" or not info.languages:
         return None
     return "en" if "en" in info.languages else info.languages[0]
+
+
+def answer_mode(info: ModelInfo, settings: Settings) -> str:
+    """`free` or `quote`: the configuration's `model.answer_mode`, or (auto) the base model's default."""
+    configured = settings.model.answer_mode
+    return configured if configured != "auto" else (info.answer_mode if info.answer_mode in prompt.ANSWER_MODES
+                                                     else "free")
+
+
+NO_QUOTES = {
+    "zh-TW": "沒有可引用的原文句子；請依照標準作業程序處理。",
+    "en": "nothing the model was shown can be quoted as a step; follow the standard procedure",
+}
 
 
 # A cached answer passed the guard and the gate of its day: when their rules change, it is stale.
@@ -89,15 +102,31 @@ def generate(
     now = clock or time.perf_counter
     out = Generated(lang=ctx.lang)
     chat = prompt.messages(ctx)
-    schema = prompt.answer_schema(len(ctx.passages))
+    info = backend.info()
+    quotes: tuple[quote.Quote, ...] | None = None
+    gbnf: str | None = None
+    if ctx.mode == "quote":
+        quotes = prompt.quotes(ctx)
+        if not quotes:
+            out.notices.append(NO_QUOTES.get(ctx.lang, NO_QUOTES["en"]))
+            yield out
+            return
+        # The summary is the one thing the model writes: only in a language it writes.
+        summary = ctx.lang in info.languages
+        schema = quote.schema(quotes, summary)
+        gbnf = quote.grammar(quotes, summary)
+        bound = quote.token_bound(quotes, summary)
+    else:
+        schema = prompt.answer_schema(len(ctx.passages))
+        bound = prompt.grammar_token_bound(schema)
     options = GenerateOptions(
-        max_tokens=max(settings.model.max_tokens, prompt.grammar_token_bound(schema)),
+        max_tokens=max(settings.model.max_tokens, bound),
         temperature=settings.model.temperature,
         repeat_penalty=settings.model.repeat_penalty,
         seed=settings.model.seed,
         json_schema=schema,
+        grammar=gbnf,
     )
-    info = backend.info()
     key = cache_key(chat, shown, options, info, kb_version)
     if opstore is not None and use_cache:
         cached = opstore.cache_get(key)
@@ -114,7 +143,7 @@ def generate(
             yield Token(piece)
         if priority > 0:
             continue  # background answers are not drawn while they are made
-        partial = guard("".join(raw), shown, ctx.lang, trusted, final=False).generated
+        partial = guard("".join(raw), shown, ctx.lang, trusted, final=False, quotes=quotes).generated
         if partial is not None and partial != last and (partial["steps"] or partial["summary"]):
             last = partial
             yield Partial(partial)
@@ -124,7 +153,7 @@ def generate(
         out.timings["first_token"] = run.first_piece_at
     out.timings["generated"] = now()
     out.preempted = run.preempted
-    out.guarded = guard("".join(raw), shown, ctx.lang, trusted, final=True)
+    out.guarded = guard("".join(raw), shown, ctx.lang, trusted, final=True, quotes=quotes)
     out.generated = out.guarded.generated
     out.notices.extend(out.guarded.notices)
     if out.guarded.complete and out.generated is not None and opstore is not None and use_cache:

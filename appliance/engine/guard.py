@@ -9,7 +9,12 @@ nothing reaches a screen, a CLI line or an SSE frame before it has passed:
   manuals are untrusted — an injected passage must not put a number or link on the screen;
 - citations only of passages the model was actually shown;
 - no step that tells the operator to skip, omit, bypass or bridge a safety measure (`unsafe`);
-- the quality gate (`appliance.engine.quality`): no fragments, repeats or foreign scripts.
+- the quality gate (`appliance.engine.quality`): no fragments, repeats or foreign scripts;
+- in quote mode (`quotes` given, see models.quote), a step only as one of the numbered sentences
+  the model was shown, byte for byte: its citation is that sentence's passage (not what the model
+  wrote), it carries its `source`, and the gate judges it in the sentence's own language (the
+  plant's words, whatever the operator's language); a sentence holding an untrusted contact is
+  dropped, not edited, so a quoted step is always verbatim.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 from appliance.engine import quality
 from appliance.engine.partial import complete_json, completed_prefix
 from kb.types import Passage
+from models.quote import Quote, sentence_lang
 
 _PHONE = re.compile(r"(?:\+?\d[\d\s().-]{6,}\d)|(?:\b0800[-\s]?[A-Z0-9-]{3,})", re.IGNORECASE)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -74,6 +80,8 @@ class Guarded:
     removed_unsafe: int = 0
     dropped: int = 0
     """Strings the quality gate dropped."""
+    not_quoted: int = 0
+    """Quote mode: steps that were not one of the shown sentences verbatim (removed)."""
     complete: bool = True
     schema_valid: bool = True
 
@@ -141,8 +149,13 @@ def _strings(value: Any, limit: int) -> list[str]:
     return [str(v).strip() for v in value if isinstance(v, str | int | float) and str(v).strip()][:limit]
 
 
-def guard(raw: str, shown: Sequence[Passage], lang: str, trusted: str = "", *, final: bool = True) -> Guarded:
-    """Parse and guard raw model output; `shown` are the passages the model was given.
+PROCEDURE = {"zh-TW": "標準作業程序", "en": "standard procedure"}
+
+
+def guard(raw: str, shown: Sequence[Passage], lang: str, trusted: str = "", *, final: bool = True,
+          quotes: Sequence[Quote] | None = None) -> Guarded:
+    """Parse and guard raw model output; `shown` are the passages the model was given, `quotes` the
+    sentences it could choose from (quote mode; None for a free answer).
 
     With `final=False` (a stream in progress) nothing is noticed or dropped for being
     incomplete: the object holds what is certain so far. When nothing usable is left of a
@@ -160,7 +173,9 @@ def guard(raw: str, shown: Sequence[Passage], lang: str, trusted: str = "", *, f
 
     steps: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for item in data.get("steps") or []:
+    if quotes is not None:
+        steps = _quoted_steps(data, result, shown, quotes, lang, trusted, seen)
+    for item in (data.get("steps") or []) if quotes is None else []:
         text = quality.strip_enumerator(str(item.get("text", "") if isinstance(item, dict) else item).strip())
         written = item.get("cites") if isinstance(item, dict) else []
         cites: list[int] = []
@@ -222,6 +237,50 @@ def guard(raw: str, shown: Sequence[Passage], lang: str, trusted: str = "", *, f
     return result
 
 
+def _quoted_steps(data: dict[str, Any], result: Guarded, shown: Sequence[Passage], quotes: Sequence[Quote],
+                  lang: str, trusted: str, seen: set[str]) -> list[dict[str, Any]]:
+    """Quote mode's steps: each the shown sentence it names, verbatim, with its passage and source."""
+    by_n = {q.n: q for q in quotes}
+    passages = {p.n: p for p in shown}
+    steps: list[dict[str, Any]] = []
+    for item in data.get("steps") or []:
+        if not isinstance(item, dict):
+            result.not_quoted += 1
+            continue
+        written = item.get("cites")
+        for cite in written if isinstance(written, list) else []:
+            result.total_cites += 1
+            if isinstance(cite, int) and not isinstance(cite, bool):
+                result.raw_cites.append(cite)
+        number = item.get("s")
+        chosen = by_n.get(number) if isinstance(number, int) and not isinstance(number, bool) else None
+        if chosen is None or item.get("text") != chosen.text or (chosen.passage and chosen.passage not in passages):
+            result.not_quoted += 1
+            result.removed_cites += len(written) if isinstance(written, list) else 0
+            continue
+        if isinstance(written, list) and written != chosen.cites:
+            result.removed_cites += sum(1 for cite in written if cite not in chosen.cites)
+        text = chosen.text
+        if unsafe(text):
+            result.removed_unsafe += 1
+            continue
+        scrubbed, removed = scrub_contacts(text, trusted)
+        if removed:
+            result.removed_contacts += removed
+            continue
+        if not quality.usable(scrubbed, sentence_lang(text)) or quality.key(text) in seen:
+            result.dropped += 1
+            continue
+        seen.add(quality.key(text))
+        if chosen.passage:
+            p = passages[chosen.passage]
+            source = " > ".join(part for part in (p.source, p.section) if part)
+        else:
+            source = PROCEDURE.get(lang, PROCEDURE["en"])
+        steps.append({"text": text, "cites": chosen.cites, "quote": chosen.n, "source": source})
+    return steps
+
+
 def _notices(result: Guarded, lang: str, usable: bool, final: bool) -> list[str]:
     if not final:
         return []
@@ -235,6 +294,9 @@ def _notices(result: Guarded, lang: str, usable: bool, final: bool) -> list[str]
     if result.removed_contacts:
         notices.append(f"已移除 {result.removed_contacts} 個非工廠提供的聯絡方式（電話、電郵、網址）" if zh
                        else f"{result.removed_contacts} contact(s) (phone, e-mail, URL) not from the plant's own text removed")
+    if result.not_quoted:
+        notices.append(f"已移除 {result.not_quoted} 個非引用原文的步驟" if zh
+                       else f"{result.not_quoted} step(s) that were not a sentence the model was shown removed")
     if result.removed_unsafe:
         notices.append(f"已移除 {result.removed_unsafe} 個要求略過安全措施的步驟" if zh
                        else f"{result.removed_unsafe} step(s) telling to skip or bypass a safety measure removed")
@@ -256,7 +318,8 @@ def render(generated: dict[str, Any]) -> str:
         lines.append(str(generated["summary"]))
     for i, step in enumerate(generated.get("steps", []), start=1):
         marks = "".join(f"[{n}]" for n in step.get("cites", []))
-        lines.append(f"{i}. {step['text']}" + (f" {marks}" if marks else ""))
+        source = f" ({step['source']})" if step.get("source") else ""
+        lines.append(f"{i}. {step['text']}" + (f" {marks}" if marks else "") + source)
     for note in generated.get("safety", []):
         lines.append(f"! {note}")
     if generated.get("parts"):

@@ -20,6 +20,9 @@ class GenerateOptions(BaseModel):
     repeat_penalty: float = 1.0
     seed: int = 1234
     json_schema: dict[str, Any] | None = None
+    grammar: str | None = None
+    """A GBNF grammar (quote mode); the in-process backend uses it instead of `json_schema`, server
+    backends, which take a schema, use `json_schema`."""
     stop: list[str] = []
     # Background work only: asked between chunks of prompt evaluation; True gives the model up
     # before the first token (finish_reason "interrupted"). Backends that cannot stop mid-prompt
@@ -40,6 +43,8 @@ class ModelInfo:
     device: str = "CPU"
     languages: tuple[str, ...] = ("zh-TW", "en")
     """The languages the base model writes usably (models.toml `languages`)."""
+    answer_mode: str = "free"
+    """The base model's default answer mode (models.toml `answer_mode`): `free` or `quote`."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -51,6 +56,7 @@ class ModelInfo:
             "adapter_sha256": self.adapter_sha256 or None,
             "device": self.device,
             "languages": list(self.languages),
+            "answer_mode": self.answer_mode,
         }
 
 

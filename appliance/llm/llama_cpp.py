@@ -24,6 +24,7 @@ from models.gguf_header import read_header
 from models.registry import ModelEntry, fd_sha256
 
 GGUF_MAGIC = b"GGUF"
+GRAMMARS = 64
 
 
 class LlamaCppBackend(LLMBackend):
@@ -151,6 +152,7 @@ class LlamaCppBackend(LLMBackend):
             adapter_sha256=adapter_sha,
             device=device,
             languages=self.base.languages,
+            answer_mode=self.base.answer_mode,
             extra={"n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_gpu_layers": self.n_gpu_layers},
         )
 
@@ -165,13 +167,23 @@ class LlamaCppBackend(LLMBackend):
         self.load()
         return self._llm
 
-    def grammar(self, schema: dict[str, Any]) -> Any:
+    def grammar(self, schema: dict[str, Any] | None = None, gbnf: str | None = None) -> Any:
+        """The grammar for a JSON schema (converted once, kept) or a GBNF text (quote mode's, per
+        passage set: the most recent `GRAMMARS` are kept)."""
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        text = json.dumps(schema)  # property order is kept: summary streams first
-        if text not in self._grammars:
-            self._grammars[text] = LlamaGrammar.from_json_schema(text, verbose=False)
-        return self._grammars[text]
+        if gbnf is not None:
+            key = gbnf
+            if key not in self._grammars:
+                self._grammars[key] = LlamaGrammar.from_string(gbnf, verbose=False)
+        else:
+            key = json.dumps(schema)  # property order is kept: summary streams first
+            if key not in self._grammars:
+                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+        self._grammars[key] = self._grammars.pop(key)  # most recently used last
+        while len(self._grammars) > GRAMMARS:
+            del self._grammars[next(iter(self._grammars))]
+        return self._grammars[key]
 
     # -- generation ------------------------------------------------------------------------
     def render(self, messages: list[dict[str, str]]) -> str:
@@ -180,7 +192,11 @@ class LlamaCppBackend(LLMBackend):
     def stream(self, messages: list[dict[str, str]], options: GenerateOptions) -> Iterator[str]:
         llm = self.llama
         text = self.render(messages)
-        grammar = self.grammar(options.json_schema) if options.json_schema else None
+        grammar = None
+        if options.grammar:
+            grammar = self.grammar(gbnf=options.grammar)
+        elif options.json_schema:
+            grammar = self.grammar(options.json_schema)
         with self._lock:
             tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
             if len(tokens) + 16 >= self.n_ctx:

@@ -1,0 +1,183 @@
+"""Quote mode: the model answers by choosing sentences the plant wrote, never by writing steps.
+
+A 135M model cannot write a usable step, but it can choose one. In quote mode the material the
+model is shown — the code row's standard steps and the passages — is split into sentences
+(Chinese and English sentence boundaries, list items, table rows), each numbered once; the
+prompt lists them by number (`models.prompt`), and the grammar built here allows each step only
+as one of those sentences, byte for byte, with the passage number it came from:
+
+    {"steps": [{"s": 5, "text": "<sentence 5, verbatim>", "cites": [2]}, ...], "summary": "<short>"}
+
+Steps come first (they stream first); at most `MAX_STEPS` steps; the summary is the only free
+text, at most `SUMMARY_CHARS` characters without braces, brackets, quotes or control characters,
+and the engine's quality gate judges it like any generated text (it is forced empty when the
+model does not write the operator's language).
+
+Grammars are cached by the sentence set (`grammar`), so the same passages shown again cost
+nothing; a cold build is a string join over at most `MAX_QUOTES` sentences.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+MAX_STEPS = 4
+MAX_QUOTES = 40
+PER_PASSAGE = 8
+SENTENCE_CHARS = 220
+SUMMARY_CHARS = 100
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+# A sentence ends after 。！？； (no space needed), or after . ! ? followed by a space and not
+# inside a common abbreviation ("e.g. ", "i.e. ", "approx. ").
+_ZH_END = re.compile(r"(?<=[。！？；])")
+_EN_END = re.compile(r"(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bapprox\.)(?<!\bNo\.)(?<=[.!?])\s+(?=[\"'(A-Z0-9\u3400-\u9fff])")
+_LIST = re.compile(r"^\s*(?:>\s*|(?:\d{1,2}[.)、]|[-*•·+])\s+)")
+_MARKUP = re.compile(r"\*\*|__|`")
+
+
+@dataclass(frozen=True)
+class Quote:
+    """One sentence the model may quote: its number, the verbatim text, the passage it is from (0: the
+    code row's standard procedure)."""
+
+    n: int
+    text: str
+    passage: int = 0
+
+    @property
+    def cites(self) -> list[int]:
+        return [self.passage] if self.passage else []
+
+    def item(self) -> dict[str, Any]:
+        """The step object the grammar allows for this sentence (also the training target's step)."""
+        return {"s": self.n, "text": self.text, "cites": self.cites}
+
+
+def sentence_lang(text: str) -> str:
+    """zh-TW when the sentence holds Han characters, else en (what the gate judges it as)."""
+    return "zh-TW" if _HAN.search(text) else "en"
+
+
+def _lines(text: str) -> list[str]:
+    """Text lines with Markdown list markers, heading marks and emphasis removed; table rows as cells."""
+    out: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or set(line) <= set("|-: ") or line.startswith("#"):
+            continue  # blank, a table's header rule, or a heading (a title, not a step)
+        if line.startswith("|") and line.endswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|") if c.strip()]
+            line = ": ".join(cells)
+        line = _MARKUP.sub("", _LIST.sub("", line))
+        out.append(" ".join(line.split()))
+    return out
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a text: one per line of a list or table, split at Chinese and English ends."""
+    sentences: list[str] = []
+    for line in _lines(text):
+        for part in _ZH_END.split(line):
+            sentences.extend(s.strip() for s in _EN_END.split(part) if s.strip())
+    return sentences
+
+
+def quotable(text: str) -> bool:
+    """A sentence worth offering: words, not a heading, a number or a code alone."""
+    if len(text) > SENTENCE_CHARS or any(ch in text for ch in "{}"):
+        return False
+    letters = sum(1 for ch in text if unicodedata.category(ch).startswith("L"))
+    visible = sum(1 for ch in text if not ch.isspace())
+    if letters < visible / 2:
+        return False
+    if _HAN.search(text):
+        return len(_HAN.findall(text)) >= 4
+    return letters >= 12 and len(text.split()) >= 3
+
+
+def _key(text: str) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
+
+
+def candidates(steps: Sequence[str], passages: Sequence[tuple[int, str]]) -> tuple[Quote, ...]:
+    """The numbered sentences of the standard steps, then of each passage (n, text), repeats left out."""
+    quotes: list[Quote] = []
+    seen: set[str] = set()
+
+    def add(text: str, passage: int) -> bool:
+        key = _key(text)
+        if key in seen or not quotable(text) or len(quotes) >= MAX_QUOTES:
+            return False
+        seen.add(key)
+        quotes.append(Quote(len(quotes) + 1, text, passage))
+        return True
+
+    for step in steps:
+        for sentence in split_sentences(step):
+            add(sentence, 0)
+    for number, text in passages:
+        taken = 0
+        for sentence in split_sentences(text):
+            if taken >= PER_PASSAGE:
+                break
+            taken += add(sentence, number)
+    return tuple(quotes)
+
+
+def _literal(text: str) -> str:
+    """A GBNF string literal matching `text` exactly."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _step_json(quote: Quote) -> str:
+    return json.dumps(quote.item(), ensure_ascii=False)
+
+
+@lru_cache(maxsize=128)
+def grammar(quotes: tuple[Quote, ...], summary: bool = True) -> str:
+    """The GBNF grammar of a quote answer over these sentences (cached by the sentence set)."""
+    if not quotes:
+        raise ValueError("a quote grammar needs at least one sentence")
+    lines = [
+        'root ::= "{\\"steps\\": [" step (", " step){0,' + str(MAX_STEPS - 1)
+        + '} "], \\"summary\\": \\"" summary "\\"}"',
+        "step ::= " + " | ".join(f"q{q.n}" for q in quotes),
+    ]
+    lines.extend(f"q{q.n} ::= {_literal(_step_json(q))}" for q in quotes)
+    lines.append(f'summary ::= sc{{0,{SUMMARY_CHARS}}}' if summary else 'summary ::= ""')
+    lines.append(r'sc ::= [^"\\{}\[\]\x00-\x1f]')
+    return "\n".join(lines) + "\n"
+
+
+def schema(quotes: tuple[Quote, ...], summary: bool = True) -> dict[str, Any]:
+    """The same answer as a JSON schema, for server backends that take a schema instead of a grammar."""
+    return {
+        "type": "object",
+        "properties": {
+            "steps": {"type": "array", "minItems": 1, "maxItems": MAX_STEPS,
+                      "items": {"enum": [q.item() for q in quotes]}},
+            "summary": {"type": "string", "maxLength": SUMMARY_CHARS if summary else 0},
+        },
+        "required": ["steps", "summary"],
+    }
+
+
+def token_bound(quotes: tuple[Quote, ...], summary: bool = True) -> int:
+    """An upper bound on the tokens of any answer the grammar allows (a token is at least one byte)."""
+    longest = sorted((len(_step_json(q).encode("utf-8")) for q in quotes), reverse=True)[:MAX_STEPS]
+    return sum(longest) + 2 * MAX_STEPS + (3 * SUMMARY_CHARS if summary else 0) + 32
+
+
+def target(quotes: Sequence[Quote], chosen: Sequence[int], summary: str = "") -> dict[str, Any]:
+    """A quote answer choosing these sentence numbers (training targets; key order as the grammar's)."""
+    by_n = {q.n: q for q in quotes}
+    steps = [by_n[n].item() for n in chosen if n in by_n][:MAX_STEPS]
+    text = "".join(ch for ch in summary if ch not in '"\\{}[]' and ord(ch) >= 0x20)[:SUMMARY_CHARS]
+    return {"steps": steps, "summary": text}
