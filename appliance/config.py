@@ -135,7 +135,12 @@ class KioskSettings(Section):
     high_contrast: bool = False
     """High-contrast theme."""
     machine_id: str = ""
-    """Machine this kiosk stands next to; typed and scanned codes are looked up for its machine model."""
+    """Machine this kiosk is fixed to; typed and scanned codes are looked up for its machine model.
+
+    Empty (the default): the operator chooses the machine at the kiosk (an asset-tag scan with
+    `machine_prefix`, or F4 and the inventory list); the choice is kept across restarts."""
+    machine_prefix: str = "M:"
+    """A scanned or typed line starting with this (e.g. `M:CV-01`) chooses the machine instead of asking."""
     operator_prefix: str = "OP:"
     """A scanned or typed line starting with this (e.g. `OP:1234`) signs an operator in instead of asking."""
     alarm_poll_s: float = Field(default=1.0, gt=0, le=60)

@@ -153,6 +153,22 @@ def test_ask_returns_the_answer_object_with_a_generated_part(client: Any) -> Non
     assert model["state"] == "ready" and model["info"]["base"] == answer["model"]["base"]
 
 
+def test_ask_takes_a_machine_model_when_no_machine_is_known(client: Any) -> None:
+    def ask(**extra: str) -> dict[str, Any]:
+        response = client.post("/v1/ask", json={"query": "E-001", "lang": "en", "no_llm": True, **extra})
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        jsonschema.validate(answer, SCHEMA)
+        return answer
+
+    vague = ask()  # two models have an E-001 and none is named: a question, not a procedure
+    assert vague["code"] is None and {c["machine_model"] for c in vague["candidates"]} == {"CV-200", "IM-850"}
+    chosen = ask(machine_model="IM-850")
+    assert chosen["code"]["machine_model"] == "IM-850" and chosen["machine_model"] == "IM-850"
+    # The inventory's model wins over the one sent with it.
+    assert ask(machine="CV-01", machine_model="IM-850")["code"]["machine_model"] == "CV-200"
+
+
 def test_ask_streams_events_when_asked_for(client: Any) -> None:
     response = client.post("/v1/ask", json={"query": "A02", "lang": "en", "no_llm": True},
                            headers={"Accept": "text/event-stream"})
@@ -343,6 +359,10 @@ def test_remote_engine_gives_the_kiosk_what_a_local_client_does(served, settings
         assert status.kb_counts == here.kb_counts and status.kb_counts["codes"] > 0
         assert status.opstore_counts == here.opstore_counts == {"audit": 1, "feedback": 1, "alarms": 0}
         assert remote.machines() == local.machines() and remote.machines()[0].machine_model == "CV-200"
+        # A kiosk that picked one model's row of an ambiguous code sends the model along.
+        chosen = [e for e in remote.stream(Query("E-001", machine_model="IM-850", lang="en"), use_model=False)
+                  if isinstance(e, CodeFound)]
+        assert chosen[0].entry is not None and chosen[0].entry.machine_model == "IM-850"
 
         delivered: list[list[dict[str, Any]]] = []
         watcher = AlarmWatcher(remote, delivered.append, interval=0.1, lang="en")

@@ -220,8 +220,11 @@ def test_one_vendor_code_with_its_own_text_per_model(
         code = _ask(home, monkeypatch, row.code, "--model", row.model)["code"]
         assert (code["code"], code["machine_model"]) == (row.code, row.model)
         assert code["steps"][-1] == row.text.rsplit(". ", 1)[-1]  # the model's own hint, not another's
-    # A display number names its printer: typed without a machine, it is still that model's row.
-    assert _ask(home, monkeypatch, "20104")["code"]["machine_model"] == "X4"
+    # A display number names its printer: typed without a machine, scanned from the printer's QR
+    # code or written in a sentence, it is still that model's row.
+    for entry in ("20104", "help.vendor.io/20104", "https://help.vendor.io/20104?lang=en", "Error 20104", "#20104"):
+        code = _ask(home, monkeypatch, entry)["code"]
+        assert code is not None and (code["code"], code["machine_model"]) == ("20104", "X4"), entry
 
 
 def _shared(rows: list[Row]) -> Row:

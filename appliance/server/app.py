@@ -69,6 +69,8 @@ class AskRequest(Strict):
     query: str = Field(description="As typed or scanned, e.g. `E-203`, `error:9`, `belt squeals on start`.")
     lang: Lang | None = Field(default=None, description="Answer language; the server's default when empty.")
     machine: str = Field(default="", max_length=64, description="Machine id; picks the machine model's procedure.")
+    machine_model: str = Field(default="", max_length=64,
+                               description="Machine model when no machine id is known (the inventory's model wins).")
     no_llm: bool = Field(default=False, description="Standard procedure, history and sources only (`--no-llm`).")
 
 
@@ -336,8 +338,8 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
               response_class=JSONResponse)
     async def ask(body: AskRequest, request: Request) -> Any:
         """Answer a code or a symptom: standard procedure, repair history, sources and the model's answer."""
-        query = EngineQuery(text=body.query, machine_id=body.machine, source="http",
-                            lang=body.lang or settings.general.lang)
+        query = EngineQuery(text=body.query, machine_id=body.machine, machine_model=body.machine_model,
+                            source="http", lang=body.lang or settings.general.lang)
         # Through the client, so the status learns the model from the answers.
         stream = local.stream(query, use_model=not body.no_llm, debug_tokens=debug_tokens)
         # The first step validates the input: a bad query is a 400 before any event is sent.

@@ -28,19 +28,21 @@ from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from appliance.config import Settings
-from appliance.engine.client import EngineClient, EngineStatus, Verdict
+from appliance.engine.client import EngineClient, EngineStatus, Machine, Verdict
 from appliance.engine.types import CodeFound, Done, Event, Failed, PassagesFound, Query
 from appliance.sdnotify import notify, watchdog_interval
 from appliance.ui.alarm_watcher import AlarmWatcher
 from appliance.ui.labels import label, other_lang
+from appliance.ui.machine import MachineContext, chosen_file, find_machine, load_chosen, save_chosen
 from appliance.ui.messages import AlarmsArrived
 from appliance.ui.pin import PinGuard, pin_file, verify_pin
 from appliance.ui.scanner import read_entry
+from appliance.ui.screens.machine import MachineScreen
 from appliance.ui.screens.pin import PinScreen, PinVerdict
 from appliance.ui.screens.technician import TechnicianScreen
 from appliance.ui.status import serial_ports
 from appliance.ui.widgets.alarm_list import AlarmList
-from appliance.ui.widgets.answer_view import AnswerView
+from appliance.ui.widgets.answer_view import CHOICE_KEYS, MAX_CHOICES, AnswerView
 from appliance.ui.widgets.key_bar import KeyBar
 from appliance.ui.widgets.status_bar import StatusBar
 from kb.errors import ShifuError
@@ -74,7 +76,10 @@ class KioskApp(App[None]):
         Binding("f1", "feedback('fixed')", show=False),
         Binding("f2", "feedback('not_fixed')", show=False),
         Binding("f3", "feedback('call_technician')", show=False),
+        Binding("f4", "pick_machine", show=False),
         Binding("f5", "switch_lang", show=False),
+        *(Binding(key.lower(), f"choose({i})", show=False) for i, key in enumerate(CHOICE_KEYS)),
+        *(Binding(f"alt+{i + 1}", f"choose({i})", show=False) for i in range(MAX_CHOICES)),
         Binding("f9", "technician", show=False),
         Binding("escape", "clear", show=False),
         Binding("pageup", "scroll_answer(-1)", show=False),
@@ -97,6 +102,7 @@ class KioskApp(App[None]):
         monotonic: Callable[[], float] = time.monotonic,
         pin_path: Path | None = None,
         watch_alarms: bool = True,
+        machine_file: Path | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -107,6 +113,11 @@ class KioskApp(App[None]):
         self.pin_path = pin_path or pin_file()
         self.lang: str = settings.general.lang
         self.operator = ""
+        self.machine_file = machine_file or chosen_file()
+        fixed = settings.kiosk.machine_id.strip()
+        self.machine = MachineContext(fixed, fixed=True) if fixed else MachineContext(load_chosen(self.machine_file))
+        self.machines: list[Machine] = []
+        self.machines_loaded = threading.Event()
         self.status = EngineStatus()
         self.pin_guard = PinGuard(settings.kiosk.pin_lockout_attempts, settings.kiosk.pin_lockout_s, clock=monotonic)
         self.serial = 0  # number of the query on screen; events of older queries are dropped
@@ -161,6 +172,7 @@ class KioskApp(App[None]):
     def relabel(self) -> None:
         """Redraw every text that depends on the interface language."""
         self.query_one("#query", Input).placeholder = label(self.lang, "placeholder")
+        self._machine_title()
         self.query_one(KeyBar).set_lang(self.lang)
         self.query_one(AnswerView).set_lang(self.lang)
         bar = self.query_one(StatusBar)
@@ -173,6 +185,16 @@ class KioskApp(App[None]):
         hint = label(self.lang, "alarm_hint") if alarms.option_count else label(self.lang, "alarms_none")
         self.query_one("#alarms-title", Static).update(f"{label(self.lang, 'alarms')}\n{hint}")
 
+    def _machine_title(self) -> None:
+        """The machine questions are asked for, on the input's top border (the kiosk's header)."""
+        if self.machine.machine_id:
+            described = self.machine.describe({m.machine_id: m for m in self.machines})
+            text = f"{label(self.lang, 'machine')}: {described}"
+        else:
+            text = f"{label(self.lang, 'machine')}: " + label(self.lang, "machine_none",
+                                                              prefix=self.settings.kiosk.machine_prefix)
+        self.query_one("#query", Input).border_title = text
+
     def on_main_screen(self) -> bool:
         return self.screen is self.screen_stack[0]
 
@@ -182,9 +204,25 @@ class KioskApp(App[None]):
         """Show the status at once, then open the KB and load the model before the first question."""
         try:
             self.call_from_thread(self._status_changed, self.client.status())
+            self._load_machines()
             self.call_from_thread(self._status_changed, self.client.warm())
         finally:
+            self.machines_loaded.set()
             self.warm_done.set()
+
+    def _load_machines(self) -> None:
+        """Read the inventory (worker thread); without one, asset tags cannot be checked."""
+        try:
+            machines = self.client.machines()
+        except Exception as error:  # no KB yet, server down: the kiosk still answers
+            self.call_from_thread(self.notify, label(self.lang, "failed", message=error), severity="warning")
+            return
+        self.call_from_thread(self._machines_changed, machines)
+
+    def _machines_changed(self, machines: list[Machine]) -> None:
+        self.machines = machines
+        self.query_one(AnswerView).machines = machines
+        self._machine_title()
 
     def _status_changed(self, status: EngineStatus) -> None:
         self.status = status
@@ -199,16 +237,19 @@ class KioskApp(App[None]):
         event.stop()
         kiosk = self.settings.kiosk
         entry = read_entry(
-            event.value, prefix=kiosk.scanner_prefix, suffix=kiosk.scanner_suffix, operator_prefix=kiosk.operator_prefix
+            event.value, prefix=kiosk.scanner_prefix, suffix=kiosk.scanner_suffix,
+            operator_prefix=kiosk.operator_prefix, machine_prefix=kiosk.machine_prefix,
         )
         event.input.value = ""  # ready for the next scan burst
         if entry.operator is not None:
             self.set_operator(entry.operator)
+        elif entry.machine is not None:
+            self.choose_machine(entry.machine)
         elif entry.text:
             self.ask(
                 Query(
                     text=entry.text,
-                    machine_id=kiosk.machine_id,
+                    machine_id=self.machine.machine_id,
                     source="scanner" if entry.scanned else "keyboard",
                     lang=self.lang,
                 )
@@ -221,6 +262,75 @@ class KioskApp(App[None]):
         bar.refresh_text()
         if operator:
             self.notify(label(self.lang, "operator_set", op=operator))
+
+    # -- the machine ----------------------------------------------------------------------
+    @work(thread=True, exit_on_error=False, group="machine")
+    def choose_machine(self, wanted: str) -> None:
+        """An asset-tag scan: check it against the inventory (waiting for the list right after
+        start), then keep it."""
+        if self.machine.fixed:
+            if wanted.casefold() != self.machine.machine_id.casefold():
+                self.call_from_thread(self.notify, label(self.lang, "machine_fixed", machine=self.machine.machine_id),
+                                      severity="warning")
+            return
+        if not wanted:
+            self.call_from_thread(self._set_machine, "")
+            return
+        self.machines_loaded.wait(60)
+        machine = find_machine(self.machines, wanted)
+        if machine is None:
+            current = self.machine.machine_id or label(self.lang, "machine_none",
+                                                       prefix=self.settings.kiosk.machine_prefix)
+            self.call_from_thread(self.notify, label(self.lang, "machine_unknown", machine=wanted, current=current),
+                                  severity="error", timeout=8)
+            return
+        self.call_from_thread(self._set_machine, machine.machine_id)
+
+    def _set_machine(self, machine_id: str) -> None:
+        self.machine = MachineContext(machine_id)
+        try:
+            save_chosen(self.machine_file, machine_id)
+        except OSError as error:
+            self.notify(label(self.lang, "machine_save_failed", error=error), severity="error")
+        self._machine_title()
+        if machine_id:
+            described = self.machine.describe({m.machine_id: m for m in self.machines})
+            self.notify(label(self.lang, "machine_set", machine=described))
+        else:
+            self.notify(label(self.lang, "machine_cleared"))
+        current = self.current
+        if current is not None and self.current_alarm is None:  # the answer on screen follows the machine
+            self.ask(Query(text=current.text, machine_id=machine_id, source=current.source, lang=self.lang))
+
+    def action_pick_machine(self) -> None:
+        if not self.on_main_screen():
+            return
+        if self.machine.fixed:
+            self.notify(label(self.lang, "machine_fixed", machine=self.machine.machine_id), severity="warning")
+            return
+        self.push_screen(MachineScreen(self.lang, self.machines, self.machine.machine_id), self._machine_picked)
+
+    def _machine_picked(self, chosen: str | None) -> None:
+        if chosen is not None:
+            self._set_machine(chosen)
+
+    def action_choose(self, index: int) -> None:
+        """F6… / Alt+1…: one of the answer's choices (a code of the entry, a model's row, a likely code)."""
+        current = self.current
+        if not self.on_main_screen() or current is None:
+            return
+        choices = self.query_one(AnswerView).choices()
+        if index >= len(choices):
+            self.notify(label(self.lang, "choice_none"), severity="warning")
+            return
+        choice = choices[index][0]
+        machine_id = self.machine.machine_id if choice.machine_id is None else choice.machine_id
+        known = {m.machine_id: m.machine_model for m in self.machines}
+        if machine_id and choice.machine_model and known.get(machine_id, choice.machine_model) != choice.machine_model:
+            machine_id = ""  # the operator chose another model's row than this machine's
+        query = Query(text=choice.text, machine_id=machine_id, machine_model=choice.machine_model,
+                      source=current.source, lang=self.lang)
+        self.ask(query, alarm=self.current_alarm)
 
     def ask(self, query: Query, alarm: int | None = None) -> None:
         """Show a new answer at once and start it; the previous answer's worker is cancelled.
@@ -384,6 +494,7 @@ class KioskApp(App[None]):
                 Query(
                     text=self.current.text,
                     machine_id=self.current.machine_id,
+                    machine_model=self.current.machine_model,
                     source=self.current.source,
                     lang=self.lang,
                 ),
@@ -455,6 +566,7 @@ def make_app(
     monotonic: Callable[[], float] = time.monotonic,
     pin_path: Path | None = None,
     watch_alarms: bool = True,
+    machine_file: Path | None = None,
 ) -> KioskApp:
     """Build the kiosk app over `client` (`LocalClient(engine)` or `RemoteEngine(url, ...)`); tests inject
     clocks, the PIN file and whether alarms are watched."""
@@ -466,4 +578,5 @@ def make_app(
         monotonic=monotonic,
         pin_path=pin_path,
         watch_alarms=watch_alarms,
+        machine_file=machine_file,
     )

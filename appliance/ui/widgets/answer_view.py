@@ -17,6 +17,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from appliance.engine.client import Machine
 from appliance.engine.types import (
     Answer,
     CodeFound,
@@ -29,9 +30,28 @@ from appliance.engine.types import (
     PassagesFound,
 )
 from appliance.ui.labels import label
-from kb.types import FixCount, Passage, RepairRecord
+from kb.types import CodeEntry, FixCount, Passage, RepairRecord
 
 SECTIONS = ("header", "procedure", "notices", "history", "generated", "sources")
+CHOICE_KEYS = ("F6", "F7", "F8", "F10", "F11", "F12")
+"""Function keys that pick a choice (F9 is technician mode); Alt+1…9 pick the same choices.
+Never bare digits: the input takes digits."""
+MAX_CHOICES = 9
+
+
+def choice_key(index: int) -> str:
+    """The key shown for choice `index` (0-based): F6, F7, F8, F10…, then Alt+7…"""
+    return CHOICE_KEYS[index] if index < len(CHOICE_KEYS) else f"Alt+{index + 1}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Something the operator can pick with a key: ask again for this code (and machine model)."""
+
+    text: str
+    machine_model: str = ""
+    machine_id: str | None = None
+    """The machine to ask for; None keeps the kiosk's machine."""
 
 
 @dataclass
@@ -72,6 +92,8 @@ class AnswerView(VerticalScroll, can_focus=False):
         super().__init__(id=id)
         self.lang = lang
         self.state: AnswerState | None = None
+        self.machines: list[Machine] = []
+        """The inventory, to name the machines of each candidate model."""
         self.shown: dict[str, str] = {}
         """Plain text of each section as last drawn (what tests and the tmux smoke test read)."""
 
@@ -172,6 +194,8 @@ class AnswerView(VerticalScroll, can_focus=False):
             return [Text(state.query, style="bold")]
         entry = found.entry
         if entry is None:
+            if found.codes_in_entry:
+                return [Text(state.query, style="bold")]
             if found.normalized and found.candidates:
                 return [Text.assemble((state.query, "bold"), "  ", (f" {label(self.lang, 'ambiguous_header')} ", "bold reverse"))]
             if found.normalized:
@@ -207,16 +231,50 @@ class AnswerView(VerticalScroll, can_focus=False):
             blocks.append([("⚠", Text(note, style="bold")) for note in entry.safety])
         return blocks
 
+    def choices(self) -> list[tuple[Choice, str]]:
+        """What the keys F6… / Alt+1… pick on this answer, with the text shown beside each key.
+
+        Several known codes in the entry: each code. A code that differs by machine model: each
+        model's row, naming the inventory's machines of that model. A symptom: its likely codes.
+        """
+        state = self.state
+        found = state.code if state is not None else None
+        if state is None or found is None or found.entry is not None:
+            return []
+        if found.codes_in_entry:
+            return [(Choice(code), code) for code in found.codes_in_entry[:MAX_CHOICES]]
+        if found.normalized and found.candidates:
+            return [self._candidate(c) for c in found.candidates[:MAX_CHOICES]]
+        if state.likely is not None:
+            return [(Choice(c.entry.code, c.entry.machine_model),
+                     f"{c.entry.code} {c.entry.title}" + (f" · {c.entry.machine_model}" if c.entry.machine_model else ""))
+                    for c in state.likely.codes[:4]]
+        return []
+
+    def _candidate(self, entry: CodeEntry) -> tuple[Choice, str]:
+        ids = [m.machine_id for m in self.machines if entry.machine_model and m.machine_model == entry.machine_model]
+        where = (f"{label(self.lang, 'machines_of_model')} {', '.join(ids)}" if ids
+                 else label(self.lang, "no_machines_of_model"))
+        text = f"{entry.machine_model or '—'}: {entry.code} {entry.title} — {where}"
+        # One machine of that model: ask for it (its history); several: ask for the model.
+        choice = Choice(entry.code, entry.machine_model, ids[0] if len(ids) == 1 else "")
+        return choice, text
+
+    def _choice_rows(self) -> Rows:
+        return [(choice_key(i), Text(text)) for i, (_, text) in enumerate(self.choices())]
+
     def _no_row(self) -> Blocks:
-        """No single row: the models a code differs by, or what a symptom most likely is."""
+        """No single row: the codes in the entry, the models a code differs by, or what a symptom most likely is."""
         state = self.state
         assert state is not None
         found = state.code
         blocks: Blocks = []
+        if found is not None and found.codes_in_entry:
+            return [_heading(label(self.lang, "codes_in_entry")), Text(label(self.lang, "choose_hint"), style="italic"),
+                    self._choice_rows()]
         if found is not None and found.normalized and found.candidates:
-            blocks.append(_heading(label(self.lang, "ambiguous")))
-            blocks.append([("•", Text(f"{c.machine_model or '—'}: {c.code} {c.title}")) for c in found.candidates])
-            return blocks
+            return [_heading(label(self.lang, "ambiguous")), Text(label(self.lang, "choose_hint"), style="italic"),
+                    self._choice_rows()]
         likely = state.likely
         if likely is None or not likely.codes:
             return blocks
@@ -229,7 +287,8 @@ class AnswerView(VerticalScroll, can_focus=False):
             blocks.append([("⚠", Text(note, style="bold")) for note in best.safety])
         if len(likely.codes) > 1:
             blocks.append(Text(label(self.lang, "other_likely"), style="bold"))
-            blocks.append([("·", Text(f"{c.entry.code} {c.entry.title}")) for c in likely.codes[1:4]])
+            blocks.append(Text(label(self.lang, "choose_hint"), style="italic"))
+            blocks.append(self._choice_rows())
         return blocks
 
     def _history(self) -> Blocks:

@@ -11,6 +11,7 @@ KEYS = (
     ("F1", "key_fixed"),
     ("F2", "key_not_fixed"),
     ("F3", "key_call"),
+    ("F4", "key_machine"),
     ("F5", "key_lang"),
     ("Esc", "key_clear"),
     ("F9", "key_tech"),
