@@ -148,6 +148,34 @@ def test_prefix_by_model_gives_each_model_its_display_number(tmp_path: Path) -> 
         read_codes(path, "codes.yaml", rule, "en")
 
 
+def test_the_vendor_table_as_csv_reads_like_the_yaml(tmp_path: Path) -> None:
+    """The same table converted to CSV (models ` | `-separated) gives the same 288 codes."""
+    import csv
+    import tomllib
+
+    from tests.vendor_table import records
+
+    rows = write_source(tmp_path / "yaml")
+    mapping = tomllib.loads((tmp_path / "yaml" / "kb.toml").read_text())
+    [yaml_rule] = [FileRule.model_validate(rule) for rule in mapping["files"]]
+    from_yaml = read_codes(tmp_path / "yaml" / "error-codes.yaml", "vendor table", yaml_rule, "en")
+    path = tmp_path / "error-codes.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Code", "Printers", "Title", "Text", "Severity"])
+        for record in records()[0]:
+            printers = record.get("printers", [])
+            assert isinstance(printers, list) and isinstance(record["meta"], dict)
+            writer.writerow([record["code"], " | ".join(printers), record["title"], record["text"],
+                             record["meta"]["severity"]])
+    csv_rule = yaml_rule.model_copy(update={"root": None, "columns": {"machine_model": "Printers",
+                                                                      "description": "Text"}})
+    from_csv = read_codes(path, "vendor table", csv_rule, "en")
+    assert len(from_csv) == len(rows) == 288
+    assert from_csv == from_yaml
+    assert [(e.code, e.machine_model, e.description) for e in from_yaml] == [(r.code, r.model, r.text) for r in rows]
+
+
 # -- a printer maker's table, built and asked for real ----------------------------------------
 @pytest.fixture(scope="module")
 def vendor(tmp_path_factory: pytest.TempPathFactory, embedder: object) -> Iterator[tuple[Path, list[Row]]]:
