@@ -81,6 +81,7 @@ def loop_data(home: Path) -> Path:
                                "passages": [{"id": "c1"}, {"id": "c2"}], "generated": "先上鎖掛牌",
                                "model_available": True, "timings_ms": {"total": 12}}, source="kiosk")
     store.add_feedback(audit, "fixed", "op-7")
+    store.add_feedback(audit, "call_technician", "op-8")  # drafts a work order
     store.add_alarm(port="/dev/ttyUSB0", machine_id="CV-01", raw="ALM A01", code="A01", normalized="a01",
                     message="overload")
     store.close()
@@ -95,7 +96,7 @@ def test_export_writes_documented_columns_as_csv_and_jsonl(loop_data: Path, tmp_
     code, out, err = run("export", str(stick), "--json")
     assert code == 0, err
     folder = Path(json.loads(out)["path"])
-    assert json.loads(out)["counts"] == {"audit": 1, "feedback": 1, "alarms": 1}
+    assert json.loads(out)["counts"] == {"audit": 1, "feedback": 2, "alarms": 1, "work_orders": 1}
     for table, (_time, columns) in TABLES.items():
         with open(folder / f"{table}.csv", encoding="utf-8", newline="") as handle:
             assert next(csv.reader(handle)) == columns
@@ -103,8 +104,11 @@ def test_export_writes_documented_columns_as_csv_and_jsonl(loop_data: Path, tmp_
         assert list(rows[0]) == columns
     audit = json.loads((folder / "audit.jsonl").read_text(encoding="utf-8"))
     assert audit["query"] == "A01 皮帶停了" and audit["passage_ids"] == ["c1", "c2"] and audit["model_available"] is True
-    feedback = json.loads((folder / "feedback.jsonl").read_text(encoding="utf-8"))
+    feedback = json.loads((folder / "feedback.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert feedback["audit_id"] == audit["id"] and feedback["verdict"] == "fixed"
+    order = json.loads((folder / "work_orders.jsonl").read_text(encoding="utf-8"))
+    assert (order["code"], order["operator"], order["audit_id"]) == ("A01", "op-8", audit["id"])
+    assert [t["verdict"] for t in order["tried"]] == ["fixed"] and order["generated"] == "先上鎖掛牌"
     assert not list(stick.glob(".*partial"))
 
 

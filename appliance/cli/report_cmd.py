@@ -111,3 +111,39 @@ def handover(day: date | None, shift_text: str | None, out: Path, lang: str | No
     click.echo(f"{shift.describe()}: {len(data.alarms)} alarms, {data.count('fixed')} fixed, "
                f"{data.count('escalated')} escalated, {data.count('open')} open", err=True)
     click.echo(str(files["handover.html"]))
+
+
+@report.command("work-orders")
+@click.option("--json", "as_json", is_flag=True, help="Print the drafts as JSON.")
+@click.option("--all", "every", is_flag=True, help="Every draft, not only the open ones.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most drafts to list.")
+def work_orders(as_json: bool, every: bool, limit: int) -> None:
+    """Work-order drafts from Call technician presses, newest first (`shifu export` writes them for the CMMS)."""
+    import json
+
+    from appliance import paths
+    from appliance.store.opstore import OpStore
+
+    if not paths.ops_db().exists():
+        rows: list[dict[str, object]] = []
+    else:
+        store = OpStore(paths.ops_db())
+        try:
+            rows = store.work_orders(limit, status=None if every else "open")
+        finally:
+            store.close()
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=1))
+        return
+    for row in rows:
+        when = datetime.fromtimestamp(float(str(row["created"]))).astimezone().strftime("%Y-%m-%d %H:%M")
+        click.echo(f"#{row['id']} {when} {row['machine_id'] or '-'} {row['code'] or '-'} {row['title'] or ''}"
+                   f" (operator {row['operator'] or '-'}, {row['status']})")
+        click.echo(f"    asked: {row['query'] or ''}")
+        steps: list[str] = list(row["steps"] or [])  # type: ignore[call-overload]
+        for number, step in enumerate(steps, start=1):
+            click.echo(f"    {number}. {step}")
+        presses: list[dict[str, object]] = list(row["tried"] or [])  # type: ignore[call-overload]
+        tried = ", ".join(str(t["verdict"]) for t in presses)
+        if tried:
+            click.echo(f"    pressed before: {tried}")

@@ -20,6 +20,12 @@ feedback.{csv,jsonl} - one row per operator verdict:
 alarms.{csv,jsonl} - one row per alarm from a serial port:
     id, received (ISO), received_unix, port, machine_id, raw, code, normalized, message, status, repeats,
     audit_id (-> audit.id or empty)
+work_orders.{csv,jsonl} - one draft per Call technician press, for the plant's CMMS:
+    id, created (ISO), created_unix, status (open), machine_id, machine_model, code, title, query (what the
+    operator entered), operator, steps (JSON list: the standard procedure shown), generated (JSON: the
+    model's explanation shown, or null), tried (JSON list of the earlier presses on the same answer or
+    alarm: verdict, created in Unix seconds, operator), alarm_id (-> alarms.id or empty), alarm_received (ISO),
+    alarm_received_unix, audit_id (-> audit.id), feedback_id (-> feedback.id)
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import Any
 from kb.errors import ShifuError
 
 EXPORT_FORMAT = 1
-JSON_COLUMNS = {"passage_ids", "answer", "notices", "timings"}
+JSON_COLUMNS = {"passage_ids", "answer", "notices", "timings", "steps", "generated", "tried"}
 FLAG_COLUMNS = {"model_available", "cached"}
 TABLES: dict[str, tuple[str, list[str]]] = {
     "audit": ("created", [
@@ -48,6 +54,11 @@ TABLES: dict[str, tuple[str, list[str]]] = {
     "alarms": ("received", [
         "id", "received", "received_unix", "port", "machine_id", "raw", "code", "normalized", "message",
         "status", "repeats", "audit_id",
+    ]),
+    "work_orders": ("created", [
+        "id", "created", "created_unix", "status", "machine_id", "machine_model", "code", "title", "query",
+        "operator", "steps", "generated", "tried", "alarm_id", "alarm_received", "alarm_received_unix", "audit_id",
+        "feedback_id",
     ]),
 }
 
@@ -68,14 +79,16 @@ def _decode(value: Any) -> Any:
 
 
 def _rows(conn: sqlite3.Connection, table: str) -> list[dict[str, Any]]:
-    time_column, columns = TABLES[table]
+    _time_column, columns = TABLES[table]
     cursor = conn.execute(f"SELECT * FROM {table} ORDER BY id")  # noqa: S608 - table names are fixed above
     names = [d[0] for d in cursor.description]
     out = []
     for raw in cursor.fetchall():
         row = dict(zip(names, raw, strict=True))
-        row[f"{time_column}_unix"] = row.get(time_column)
-        row[time_column] = _iso(row.get(time_column))
+        for column in columns:  # every time is given twice: `X_unix` as stored and `X` as ISO text
+            if column.endswith("_unix"):
+                row[column] = row.get(column[:-5])
+                row[column[:-5]] = _iso(row[column])
         out.append({c: row.get(c) for c in columns})
     return out
 

@@ -107,8 +107,27 @@ def m005_audit_outcome(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS alarms_received ON alarms (received)")
 
 
+def m006_work_orders(db: sqlite_utils.Database) -> None:
+    """Work-order drafts (a Call technician press) and the procedure each answer showed.
+
+    `audit.procedure`: JSON {title, steps, safety} of the code-table row shown (NULL before m006).
+    `work_orders`: one draft per Call technician press, copied from its answer and alarm at that
+    moment (see `OpStore.add_feedback`); `status` is `open` until the plant's CMMS takes it over.
+    """
+    columns = {row[1] for row in db.execute("PRAGMA table_info(audit)").fetchall()}
+    if "procedure" not in columns:
+        db.execute("ALTER TABLE audit ADD COLUMN procedure TEXT")
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS work_orders (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, feedback_id INTEGER REFERENCES feedback(id),
+            audit_id INTEGER, alarm_id INTEGER, alarm_received REAL, machine_id TEXT, machine_model TEXT, code TEXT,
+            title TEXT, query TEXT, operator TEXT, steps TEXT, generated TEXT, tried TEXT,
+            status TEXT NOT NULL DEFAULT 'open')"""
+    )
+
+
 MIGRATIONS: list[Migration] = [
-    m001_initial, m002_feedback_alarm, m003_alarm_source, m004_alarm_severity, m005_audit_outcome,
+    m001_initial, m002_feedback_alarm, m003_alarm_source, m004_alarm_severity, m005_audit_outcome, m006_work_orders,
 ]
 COUNTED = ("audit", "feedback", "alarms")
 """The tables whose row counts the technician screen and `GET /v1/status` show."""
@@ -162,6 +181,8 @@ class OpStore:
                 "likely_codes": json.dumps([c.get("code") for c in answer.get("likely_codes") or []],
                                            ensure_ascii=False),
                 "machine_model": answer.get("machine_model") or code.get("machine_model"),
+                "procedure": json.dumps({"title": code.get("title"), "steps": code.get("steps") or [],
+                                         "safety": code.get("safety") or []}, ensure_ascii=False) if code else None,
             },
         )
 
@@ -174,11 +195,56 @@ class OpStore:
     def add_feedback(self, audit_id: int | None, verdict: str, operator: str = "", alarm_id: int | None = None) -> int:
         if verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}")
-        return self._insert(
-            "feedback",
-            {"audit_id": audit_id, "verdict": verdict, "operator": operator or None, "created": time.time(),
-             "alarm_id": alarm_id},
+        now = time.time()
+        with self._lock, self.db.conn:
+            cursor = self.db.conn.execute(
+                "INSERT INTO feedback (audit_id, verdict, operator, created, alarm_id) VALUES (?, ?, ?, ?, ?)",
+                [audit_id, verdict, operator or None, now, alarm_id],
+            )
+            feedback_id = int(cursor.lastrowid or 0)
+            if verdict == "call_technician":  # the draft is committed with the press, or neither is
+                self._draft_work_order(feedback_id, audit_id, alarm_id, operator, now)
+        return feedback_id
+
+    def _draft_work_order(self, feedback_id: int, audit_id: int | None, alarm_id: int | None, operator: str,
+                          now: float) -> None:
+        """A work-order draft from what the operator saw and tried (inside add_feedback's transaction)."""
+        conn = self.db.conn
+        alarm = conn.execute("SELECT received, machine_id, code, audit_id FROM alarms WHERE id = ?",
+                             [alarm_id]).fetchone() if alarm_id is not None else None
+        if audit_id is None and alarm is not None:
+            audit_id = alarm[3]  # the answer prepared for the alarm
+        row = conn.execute("SELECT query, machine_id, machine_model, code, normalized, procedure, answer FROM audit"
+                           " WHERE id = ?", [audit_id]).fetchone() if audit_id is not None else None
+        query, machine, model, code, normalized, procedure, answer = row or (None,) * 7
+        shown = json.loads(procedure) if procedure else {}
+        generated = json.loads(answer) if answer else None
+        tried = [
+            {"verdict": verdict, "created": created, "operator": who}
+            for verdict, created, who in conn.execute(
+                "SELECT verdict, created, operator FROM feedback WHERE id < ? AND ((? IS NOT NULL AND audit_id = ?)"
+                " OR (? IS NOT NULL AND alarm_id = ?)) ORDER BY id",
+                [feedback_id, audit_id, audit_id, alarm_id, alarm_id],
+            )
+        ]
+        conn.execute(
+            "INSERT INTO work_orders (created, feedback_id, audit_id, alarm_id, alarm_received, machine_id,"
+            " machine_model, code, title, query, operator, steps, generated, tried)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [now, feedback_id, audit_id, alarm_id, alarm[0] if alarm else None,
+             machine or (alarm[1] if alarm else None), model, code or normalized or (alarm[2] if alarm else None),
+             shown.get("title"), query, operator or None, json.dumps(shown.get("steps") or [], ensure_ascii=False),
+             json.dumps(generated, ensure_ascii=False), json.dumps(tried, ensure_ascii=False)],
         )
+
+    def work_orders(self, limit: int = 100, status: str | None = "open") -> list[dict[str, Any]]:
+        """Work-order drafts, newest first (only `status` ones unless None); JSON columns decoded."""
+        rows = self.rows("SELECT * FROM work_orders WHERE (? IS NULL OR status = ?) ORDER BY id DESC LIMIT ?",
+                         [status, status, limit])
+        for row in rows:
+            for column in ("steps", "generated", "tried"):
+                row[column] = json.loads(row[column]) if row[column] else None
+        return rows
 
     # -- alarms ----------------------------------------------------------------------------
     def add_alarm(self, *, port: str, machine_id: str, raw: str, code: str, normalized: str, message: str,
