@@ -278,6 +278,19 @@ def test_a_symptom_gets_one_passage_per_text_listing_every_model(
         assert passage["machine_models"] == sorted(holders), passage
 
 
+def test_shifu_ask_text_lists_the_models_of_a_shared_source(
+        vendor: tuple[Path, list[Row]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.cli.main import cli
+
+    home, _ = vendor
+    monkeypatch.setenv("SHIFU_HOME", str(home))
+    result = CliRunner().invoke(cli, ["ask", "heatbed temperature above its limit", "--no-llm", "--lang", "en"])
+    assert result.exit_code == 0, result.output
+    sources = result.output.split("Sources:", 1)[1]
+    assert "HEATBED OVERHEAT" in sources and "[X1, X2, X3, X4]" in sources, sources
+    assert sources.count("HEATBED OVERHEAT") == 1
+
+
 def test_a_symptom_on_a_known_model_shows_only_its_rows(
         vendor: tuple[Path, list[Row]], monkeypatch: pytest.MonkeyPatch) -> None:
     home, rows = vendor

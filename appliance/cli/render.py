@@ -123,7 +123,8 @@ class TextPrinter:
             self.w(f"{t['passages']}:")
             for p in event.passages:
                 page = f" p.{p.page}" if p.page else ""
-                self.w(f"  [{p.n}] {p.source} > {p.section}{page}")
+                models = f" [{', '.join(p.machine_models)}]" if len(p.machine_models) > 1 else ""
+                self.w(f"  [{p.n}] {p.source} > {p.section}{page}{models}")
         self.w(f"{t['generated']}:")
 
     def partial(self, generated: dict[str, Any]) -> None:
