@@ -176,6 +176,38 @@ def test_the_vendor_table_as_csv_reads_like_the_yaml(tmp_path: Path) -> None:
     assert [(e.code, e.machine_model, e.description) for e in from_yaml] == [(r.code, r.model, r.text) for r in rows]
 
 
+def test_a_version_built_before_chunk_models_still_searches(tmp_path: Path) -> None:
+    """A KB version built by the previous release (no chunks.machine_model/variant) keeps answering."""
+    import shutil
+    import sqlite3
+
+    from kb.build import SourceSpec, build
+    from kb.reader import KnowledgeBase
+    from kb.versions import DB_NAME, VersionStore
+
+    source = tmp_path / "src"
+    (source / "codes").mkdir(parents=True)
+    (source / "codes" / "press.yaml").write_text(
+        "- {code: P-10, title: Oil too hot, steps: [Stop the pump, Clean the cooler], machine_model: [PR-5, PR-6]}\n")
+    store = VersionStore(tmp_path / "kb")
+    build([SourceSpec(source)], store, None)
+    old = tmp_path / "old"
+    shutil.copytree(store.current_path(), old)
+    conn = sqlite3.connect(old / DB_NAME)
+    with conn:
+        conn.execute("DROP INDEX chunks_variant")
+        conn.execute("ALTER TABLE chunks DROP COLUMN variant")
+        conn.execute("ALTER TABLE chunks DROP COLUMN machine_model")
+    conn.close()
+    for folder, expected in ((store.current_path(), [["PR-5", "PR-6"]]), (old, [[], []])):
+        kbase = KnowledgeBase(folder)
+        try:
+            found = kbase.search("oil too hot cooler", 5).passages
+            assert [list(p.machine_models) for p in found] == expected, folder
+        finally:
+            kbase.close()
+
+
 # -- a printer maker's table, built and asked for real ----------------------------------------
 @pytest.fixture(scope="module")
 def vendor(tmp_path_factory: pytest.TempPathFactory, embedder: object) -> Iterator[tuple[Path, list[Row]]]:
