@@ -257,3 +257,25 @@ def test_loader_reads_the_operational_database(tmp_path: Path) -> None:
     assert [(a.key, a.machine_model) for a in alarms] == [("A01", "CV-200")]
     assert [(f.audit_id, f.alarm_id, f.verdict) for f in feedback] == [(coded, alarm, "fixed")]
     assert json.loads(json.dumps(spellings)) == spellings
+
+
+def test_loader_reads_a_database_from_before_m005(tmp_path: Path) -> None:
+    """A database never migrated past m004 (a backup restored from an older appliance) still loads."""
+    from appliance.store.opstore import MIGRATIONS
+    from kb.store.migrate import connect, migrate
+
+    db = connect(tmp_path / "old.sqlite")
+    migrate(db, MIGRATIONS[:4])
+    created = datetime(2026, 3, 5, 12).astimezone().timestamp()
+    with db.conn:
+        db.conn.execute("INSERT INTO audit (created, query, source, answer, notices, timings) VALUES"
+                        " (?, '冷卻水塔異音', 'keyboard', 'null', ?, '{\"total\": 9}')",
+                        [created, json.dumps(["知識庫中沒有這個問題的資料。請勿自行猜測處理方式，請呼叫技術人員。"])])
+        db.conn.execute("INSERT INTO audit (created, query, source, normalized, code, answer, notices, timings)"
+                        " VALUES (?, 'E-203', 'keyboard', 'E203', 'E-203', '{\"text\": \"x\"}', '[]', 'not json')",
+                        [created])
+    db.conn.close()
+    rows, _alarms, _feedback, _spellings = load_operational(tmp_path / "old.sqlite",
+                                                            Period(date(2026, 3, 1), date(2026, 3, 31)), {})
+    assert [(r.refused, r.generated, r.total_ms, r.key) for r in rows] == [(True, False, 9.0, ""),
+                                                                           (False, True, None, "E203")]

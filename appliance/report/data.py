@@ -25,11 +25,16 @@ REFUSAL_MARKERS = ("知識庫中沒有這個問題的資料", "This is not in th
 """The engine's refusal notice (both languages): how rows written before m005 show a refusal."""
 
 
+# SQLite does the cheap parts (is there a generated answer, the total time) so that a year of rows
+# is not decoded in Python; notices are read only for rows written before m005.
 AUDIT_SQL = (
-    "SELECT id, created, query, source, code, normalized, machine_id, model_available, cached, answer, notices,"
-    " timings, refused, likely_codes, machine_model FROM audit WHERE created >= ? AND created < ? ORDER BY id"
+    "SELECT id, created, query, source, code, normalized, machine_id, model_available, cached,"
+    " (answer IS NOT NULL AND answer != 'null'), CASE WHEN refused IS NULL THEN notices END,"
+    " CASE WHEN json_valid(timings) THEN json_extract(timings, '$.total') END,"
+    " refused, NULLIF(likely_codes, '[]'), machine_model FROM audit WHERE created >= ? AND created < ? ORDER BY id"
 )
-AUDIT_SQL_BEFORE_M005 = AUDIT_SQL.replace("refused, likely_codes, machine_model", "NULL, NULL, NULL")
+AUDIT_SQL_BEFORE_M005 = (AUDIT_SQL.replace("NULLIF(likely_codes, '[]'), machine_model", "NULL, NULL")
+                         .replace("refused IS NULL", "1").replace(" refused,", " NULL,"))
 
 
 @dataclass(frozen=True)
@@ -131,12 +136,6 @@ class Dataset:
         return self.spellings.get(key, key)
 
 
-def _key(code: object, normalized: object) -> str:
-    if normalized:
-        return str(normalized)
-    return code_key(str(code)) if code else ""
-
-
 def _json_list(text: object) -> tuple[str, ...]:
     if not text:
         return ()
@@ -145,14 +144,6 @@ def _json_list(text: object) -> tuple[str, ...]:
     except ValueError:
         return ()
     return tuple(str(v) for v in value if v) if isinstance(value, list) else ()
-
-
-def _total_ms(text: object) -> float | None:
-    try:
-        value = json.loads(str(text)).get("total") if text else None
-    except (ValueError, AttributeError):
-        return None
-    return float(value) if isinstance(value, int | float) else None
 
 
 def load_operational(db_path: Path, period: Period,
@@ -174,19 +165,18 @@ def load_operational(db_path: Path, period: Period,
         for row in conn.execute(
             sql, [period.start, period.end],
         ):
-            (id_, created, query, source, code, normalized, machine_id, available, cached, answer, notices,
-             timings, refused, likely, model) = row
-            key = _key(code, normalized)
-            spelled(key, code)
-            machine = str(machine_id or "")
+            (id_, created, query, source, code, normalized, machine_id, available, cached, generated, notices,
+             total, refused, likely, model) = row
+            key = normalized or (code_key(code) if code else "")
+            if key and code:
+                spelled(key, code)
+            machine = machine_id or ""
             if refused is None:  # written before m005: the refusal notice says it
-                refused = any(marker in str(notices or "") for marker in REFUSAL_MARKERS)
-            generated = bool(answer) and str(answer) != "null"
+                refused = any(marker in notice for notice in _json_list(notices) for marker in REFUSAL_MARKERS)
             audit.append(AuditRow(
-                id=int(id_), created=float(created), query=str(query), source=str(source or ""), key=key,
-                machine_id=machine, machine_model=str(model or inventory.get(machine, ("", ""))[0]),
-                refused=bool(refused), likely_codes=_json_list(likely), model_available=bool(available),
-                generated=generated, cached=bool(cached) and generated, total_ms=_total_ms(timings),
+                id_, created, query, source or "", key, machine, model or inventory.get(machine, ("", ""))[0],
+                bool(refused), _json_list(likely) if likely else (), bool(available), bool(generated),
+                bool(cached) and bool(generated), float(total) if isinstance(total, int | float) else None,
             ))
         alarms: list[AlarmRow] = []
         for id_, received, machine_id, code, normalized, repeats in conn.execute(
@@ -194,7 +184,7 @@ def load_operational(db_path: Path, period: Period,
             " WHERE received >= ? AND received < ? AND status != 'unparsed' ORDER BY id",
             [period.start, period.end],
         ):
-            key = _key(code, normalized)
+            key = normalized or (code_key(code) if code else "")
             if not key:
                 continue
             spelled(key, code)
