@@ -72,6 +72,21 @@ def staging_dir() -> Path:
     return state_dir() / "staging"
 
 
+RUN = Path("/run/shifu-hashes")
+
+
+def boot_hash_file() -> Path:
+    """Model hashes taken this boot by the root step `shifu-model-hash.service` (tmpfs, so a reboot
+    empties it; root-owned, so the service accounts only read it); `$SHIFU_HOME/run/` in development."""
+    dev = home()
+    return (dev / "run" if dev else RUN) / "hashes.json"
+
+
+def hash_cache() -> Path:
+    """The per-boot hash cache a process writes for itself (models.registry.fd_sha256)."""
+    return state_dir() / "hashes.json"
+
+
 def ensure_state() -> Path:
     """Create the state directories that must exist and return the state dir."""
     for directory in (state_dir(), kb_versions_dir(), models_dir(), staging_dir()):

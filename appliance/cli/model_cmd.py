@@ -6,6 +6,7 @@ Training libraries load only inside `finetune` (models.finetune, the `finetune` 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -209,15 +210,28 @@ def model_list(as_json: bool) -> None:
 
 @model.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def model_verify(as_json: bool) -> None:
-    """Check every registered file: present, GGUF, hash as recorded (each file read in full), adapter's base registered."""
+@click.option("--boot", is_flag=True,
+              help="The boot-time root step: remember the hashes in the root-owned per-boot file the loaders trust.")
+def model_verify(as_json: bool, boot: bool) -> None:
+    """Check every registered file: present, GGUF, hash as recorded (each file read in full), adapter's base registered.
+
+    With --boot (run as root by shifu-model-hash.service before the kiosk, server and intake
+    start), what matched is written to /run/shifu-hashes, where the service accounts can read it
+    but not write it; the loaders then need not read a 4.7 GB file again this boot."""
     from appliance import paths
     from models.registry import load_registry, save_verify_record, verify_registry
 
-    registry = load_registry(_registry_path())
-    checks = verify_registry(registry, _hash_cache())
+    registry = load_registry(paths.models_toml() if boot else _registry_path())
+    cache = _hash_cache()
+    if boot:
+        cache = paths.boot_hash_file()
+        cache.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.umask(0o022)
+    checks = verify_registry(registry, cache)
     try:
-        save_verify_record(paths.state_dir() / VERIFY_RECORD, registry, checks)
+        # As root, nothing is written into the state folder (the service account owns it).
+        save_verify_record(cache.parent / VERIFY_RECORD if boot else paths.state_dir() / VERIFY_RECORD,
+                           registry, checks)
     except OSError as error:
         click.echo(f"note: could not record this verify for `shifu doctor`: {error}", err=True)
     if as_json:

@@ -65,7 +65,7 @@ def _llama_backend(settings: Settings, base: ModelEntry, lora: ModelEntry | None
     model = settings.model
     return LlamaCppBackend(
         base, lora, n_ctx=model.n_ctx, n_threads=model.n_threads, n_gpu_layers=model.n_gpu_layers,
-        flash_attn=model.flash_attn, hash_cache=paths.state_dir() / "hashes.json",
+        flash_attn=model.flash_attn, hash_cache=paths.hash_cache(), boot_hashes=paths.boot_hash_file(),
     )
 
 

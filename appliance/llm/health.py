@@ -53,9 +53,11 @@ def health_check(base: ModelEntry, adapter: ModelEntry | None, *, hash_cache: Pa
     """Load base + adapter on the CPU (a small context) and run `smoke_test`; always released again.
 
     The loader checks the hashes and the GGUF headers (models.gguf_check) before llama.cpp opens them."""
+    from appliance import paths
     from appliance.llm.llama_cpp import LlamaCppBackend
 
-    backend = LlamaCppBackend(base, adapter, n_ctx=512, n_threads=n_threads, n_gpu_layers=0, hash_cache=hash_cache)
+    backend = LlamaCppBackend(base, adapter, n_ctx=512, n_threads=n_threads, n_gpu_layers=0, hash_cache=hash_cache,
+                              boot_hashes=paths.boot_hash_file())
     try:
         backend.load()
         smoke_test(backend)

@@ -18,7 +18,7 @@ from typing import Any
 
 from appliance.llm.base import GenerateOptions, LLMBackend, ModelInfo, StreamStats
 from kb.errors import ModelError
-from models import prompt
+from models import boot_hashes, prompt
 from models.gguf_check import check_pair
 from models.gguf_header import read_header
 from models.registry import ModelEntry, fd_sha256
@@ -40,6 +40,7 @@ class LlamaCppBackend(LLMBackend):
         n_gpu_layers: int = 0,
         flash_attn: bool = False,
         hash_cache: Path | None = None,
+        boot_hashes: Path | None = None,
     ) -> None:
         self.base = base
         self.adapter = adapter
@@ -50,6 +51,7 @@ class LlamaCppBackend(LLMBackend):
         self.n_gpu_layers = n_gpu_layers
         self.flash_attn = flash_attn
         self.hash_cache = hash_cache
+        self.boot_hashes = boot_hashes  # written by the root step this boot (models.boot_hashes)
         self._llm: Any = None
         self._grammars: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -62,9 +64,10 @@ class LlamaCppBackend(LLMBackend):
 
         llama.cpp then opens `/proc/self/fd/N`, the very inode that was hashed, so the file is
         never parsed before its hash matched (GGUF parsers have had memory-safety bugs) and a
-        rename between the check and the load changes nothing. The hash comes from the per-boot
-        cache (`hash_cache`, models.registry.fd_sha256: boot id, device, inode, size, mtime and
-        ctime must all be unchanged) or is computed by reading the whole file.
+        rename between the check and the load changes nothing. The hash comes from what the root
+        step hashed this boot (`boot_hashes`, models.boot_hashes), from the per-boot cache
+        (`hash_cache`, models.registry.fd_sha256: boot id, device, inode, size, mtime and ctime
+        must all be unchanged) or is computed by reading the whole file.
         """
         try:
             fd = os.open(entry.path, os.O_RDONLY)
@@ -75,7 +78,7 @@ class LlamaCppBackend(LLMBackend):
         try:
             if os.pread(fd, 4, 0) != GGUF_MAGIC:
                 raise ModelError(f"{what} file {entry.path} is not a GGUF file (corrupt or truncated); replace it")
-            sha = fd_sha256(fd, self.hash_cache)
+            sha = boot_hashes.lookup(fd, self.boot_hashes) or fd_sha256(fd, self.hash_cache)
             if entry.sha256 and sha != entry.sha256:
                 raise ModelError(
                     f"{what} file {entry.path} does not match its registry hash (sha256 {sha[:12]}, registry "
