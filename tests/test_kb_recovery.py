@@ -126,3 +126,30 @@ def test_rollback_from_the_cli(kb_home: Path, tmp_path: Path, embedder) -> None:
         kbase.close()
     again = runner.invoke(cli, ["kb", "rollback", "2", "--json"])
     assert json.loads(again.output) == {"current": 2}
+
+
+def test_opening_the_kb_only_opens_and_warm_up_starts_the_rebuild_once(kb_home: Path, settings, embedder,  # type: ignore[no-untyped-def]
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Engine.kb()` is a plain getter; the check (and the rebuild of a broken index) is its own
+    step, run at warm-up and on a question, once per KB version."""
+    from appliance.engine import Engine
+    from appliance.engine.local import LocalClient
+    from appliance.engine.types import Query
+
+    store = _store(kb_home)
+    current = store.current()
+    assert current is not None
+    _damage(store.path(current) / "chroma", "deleted")
+    started: list[Path] = []
+    monkeypatch.setattr("appliance.engine.engine.repair_in_background", lambda path: started.append(path))
+    engine = Engine(settings, store, embedder=embedder)
+    try:
+        engine.kb()
+        engine.kb()
+        assert started == [], "opening the KB does not repair it"
+        LocalClient(engine).warm()
+        assert started == [store.path(current)]
+        answer = engine.answer(Query("belt slipping", lang="en"), use_model=False)
+        assert answer.passages and started == [store.path(current)], "checked once per version"
+    finally:
+        engine.close()

@@ -75,7 +75,8 @@ class Engine:
         self._kb: KnowledgeBase | None = None
         self._kb_lock = threading.Lock()
         self._backend_lock = threading.Lock()
-        self._repairing: set[Path] = set()
+        self._checked: set[Path] = set()
+        """KB versions whose vector index was checked (and rebuilt when broken)."""
         self.scheduler = Scheduler()
         self.gate = self.scheduler.gate
         self.use_cache = True
@@ -94,25 +95,30 @@ class Engine:
                     self._kb.close()
                 retrieval = self.settings.retrieval
                 reranker = CrossEncoderReranker(retrieval.reranker_model) if retrieval.reranker_model else None
-                path = self.versions.path(current)
                 self._kb = KnowledgeBase(
-                    path,
+                    self.versions.path(current),
                     self.embedder if retrieval.dense else None,
                     rrf_k=retrieval.rrf_k,
                     tuning=Tuning(dense_cjk=retrieval.dense_cjk),
                     reranker=reranker,
                 )
-                if retrieval.dense and path not in self._repairing:
-                    # A missing or broken vector index is rebuilt from SQLite in the background;
-                    # meanwhile search runs on full-text alone, with a notice.
-                    self._repairing.add(path)
-                    try:
-                        broken = check_index(path).problem is not None
-                    except KBError:
-                        broken = False  # the SQLite side is broken too: nothing to rebuild from
-                    if broken:
-                        repair_in_background(path)
             return self._kb
+
+    def keep_index(self, kb: KnowledgeBase) -> None:
+        """Once per KB version: when its vector index is missing or broken, rebuild it from SQLite in
+        the background (searches run on full text alone meanwhile, with a notice)."""
+        if not self.settings.retrieval.dense:
+            return
+        with self._kb_lock:
+            if kb.dir in self._checked:
+                return
+            self._checked.add(kb.dir)
+        try:
+            broken = check_index(kb.dir).problem is not None
+        except KBError:
+            broken = False  # the SQLite side is broken too: nothing to rebuild from
+        if broken:
+            repair_in_background(kb.dir)
 
     def set_backend(self, backend: LLMBackend) -> None:
         """Use an already loaded backend (shared between engines, e.g. by `shifu eval`)."""
@@ -135,6 +141,7 @@ class Engine:
         problems = []
         try:
             kb = self.kb()
+            self.keep_index(kb)
             if self.embedder is not None and self.settings.retrieval.dense:
                 kb.search("warm up", 1)
         except ShifuError as error:
@@ -181,6 +188,7 @@ class Engine:
             mark("total")
             yield Done(answer)
             return
+        self.keep_index(kb)
         answer.kb_version = kb.version
 
         resolved = resolve(kb, text, query.machine_id, lang, query.machine_model)

@@ -110,6 +110,7 @@ class LocalClient:
         settings = self.engine.settings
         try:
             kb = self.engine.kb()
+            self.engine.keep_index(kb)  # a broken vector index starts rebuilding before the first question
             if self.engine.embedder is not None and settings.retrieval.dense:
                 kb.search("warm up", 1)  # loads the embedder, so the first question does not wait for it
         except ShifuError:
