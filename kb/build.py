@@ -25,7 +25,7 @@ from kb.search.dense import build_index
 from kb.search.terms import index_terms
 from kb.source.codes import check_collisions, read_codes, read_records
 from kb.source.mapping import Mapping, load_mapping
-from kb.source.tables import TABLE_SUFFIXES, read_table, rename
+from kb.source.tables import STRUCTURED_SUFFIXES, TABLE_SUFFIXES, read_table, rename
 from kb.store.migrate import connect, migrate
 from kb.store.schema import MIGRATIONS
 from kb.types import Chunk, CodeEntry, RepairRecord
@@ -113,6 +113,11 @@ def _collect_source(spec: SourceSpec, out: _Collected, prefix: str) -> None:
                     out.machines[row["machine_id"]] = row
             out.documents.append({"source": shown, "sha256": sha, "role": role, "lang": "", "chunks": 0})
         elif role == "manual":
+            if suffix in STRUCTURED_SUFFIXES and rule is None:
+                # A YAML/JSON file among the manuals is rarely a table (a config, a data export):
+                # only a mapping rule makes it one, as it was before YAML tables were read.
+                out.warnings.append(f"{relative}: unsupported manual format, ignored")
+                continue
             if suffix in TABLE_SUFFIXES:
                 chunks = _table_manual_chunks(path, shown, rule, mapping.default_lang)
             elif suffix in MANUAL_SUFFIXES:

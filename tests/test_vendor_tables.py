@@ -208,6 +208,32 @@ def test_a_version_built_before_chunk_models_still_searches(tmp_path: Path) -> N
             kbase.close()
 
 
+def test_yaml_and_json_among_the_manuals_are_tables_only_by_a_mapping_rule(tmp_path: Path) -> None:
+    from kb.build import SourceSpec, build
+    from kb.reader import KnowledgeBase
+    from kb.versions import VersionStore
+
+    source = tmp_path / "src"
+    (source / "codes").mkdir(parents=True)
+    (source / "manuals").mkdir()
+    (source / "codes" / "press.json").write_text('[{"code": "P-10", "title": "Oil too hot", "steps": ["Stop"]}]')
+    (source / "manuals" / "export.json").write_text('{"exported": "2024-05-01", "settings": {"speed": 3}}')
+    (source / "manuals" / "presets.yaml").write_text("- {preset: slow, speed: 2 m/min}\n- {preset: fast, speed: 9 m/min}\n")
+    store = VersionStore(tmp_path / "kb")
+    report = build([SourceSpec(source)], store, None)
+    assert report.codes == 1 and report.chunks == 1
+    assert sorted(report.warnings) == ["manuals/export.json: unsupported manual format, ignored",
+                                       "manuals/presets.yaml: unsupported manual format, ignored"]
+    (source / "kb.toml").write_text('[[files]]\nmatch = "manuals/presets.yaml"\nrole = "manual"\nlang = "en"\n')
+    report = build([SourceSpec(source)], store, None)
+    assert report.chunks == 3 and report.warnings == ["manuals/export.json: unsupported manual format, ignored"]
+    kbase = KnowledgeBase(store.current_path())
+    try:
+        assert "speed: 9 m/min" in kbase.search("fast preset speed", 1, mode="fts").passages[0].text
+    finally:
+        kbase.close()
+
+
 # -- a printer maker's table, built and asked for real ----------------------------------------
 @pytest.fixture(scope="module")
 def vendor(tmp_path_factory: pytest.TempPathFactory, embedder: object) -> Iterator[tuple[Path, list[Row]]]:
