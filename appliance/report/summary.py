@@ -162,7 +162,8 @@ def _document(figures: Figures, pngs: dict[str, bytes], data: Dataset, period: P
                      + f'<p class="note">{L("pareto_note")}</p>'
                      + html.table([L("code"), L("machine_model"), L("source"), L("count"), L("share"),
                                    L("cumulative")],
-                                  [(r.code, r.machine_model, L(r.source), r.count, r.share, r.cumulative_share)
+                                  [(r.code, r.machine_model, L(r.source), r.count, _pct(r.share),
+                                    _pct(r.cumulative_share))
                                    for r in figures.pareto], lang)))
     repeats_title = L("repeats", n=f"{options.window_days:g}")
     sections.append((repeats_title, html.chart("repeats", pngs["repeats"], repeats_title)
@@ -179,7 +180,7 @@ def _document(figures: Figures, pngs: dict[str, bytes], data: Dataset, period: P
     review = [r for r in figures.first_time_fix if r.review]
     review_html = (html.table([L("code"), L("machine_model"), L("incidents"), L("ftf_rate"), L("not_fixed"),
                                L("call_technician")],
-                              [(r.code, r.machine_model, r.incidents, r.first_time_fix_rate, r.not_fixed_first,
+                              [(r.code, r.machine_model, r.incidents, _pct(r.first_time_fix_rate), r.not_fixed_first,
                                 r.call_technician_first) for r in review], lang)
                    if review else f"<p>{L('review_none')}</p>")
     sections.append((L("first_time_fix"), html.chart("first_time_fix", pngs["first_time_fix"], L("first_time_fix"))
@@ -187,12 +188,19 @@ def _document(figures: Figures, pngs: dict[str, bytes], data: Dataset, period: P
                      + html.table([L("code"), L("machine_model"), L("incidents"), L("fixed"), L("not_fixed"),
                                    L("call_technician"), L("ftf_rate")],
                                   [(r.code, r.machine_model, r.incidents, r.fixed_first, r.not_fixed_first,
-                                    r.call_technician_first, r.first_time_fix_rate)
+                                    r.call_technician_first, _pct(r.first_time_fix_rate))
                                    for r in figures.first_time_fix], lang)))
     sections.append((L("gaps"), html.chart("gaps", pngs["gaps"], L("gaps"))
                      + html.table([L("group"), L("count"), L("variants"), L("example")],
                                   [(r.group, r.count, r.variants, r.example_query) for r in figures.gaps], lang,
                                   limit=50)))
     sections.append((L("model_use"), html.chart("model_use", pngs["model_use"], L("model_use"))
-                     + html.table([L("metric"), L("value")], [(text, value) for _n, value, text in use_rows], lang)))
+                     + html.table([L("metric"), L("value")],
+                                  [(text, _pct(value) if name.endswith("_share") else value)
+                                   for name, value, text in use_rows], lang)))
     return html.page(lang, L("title"), meta, sections)
+
+
+def _pct(share: float) -> str:
+    """A share as the page shows it (the CSV keeps the fraction)."""
+    return f"{share:.1%}"
