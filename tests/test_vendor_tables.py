@@ -371,3 +371,14 @@ def test_kb_search_json_collapses_copies_and_filters_by_model(
     assert found[0]["text"].endswith(hotend.text) and found[0]["machine_models"] == sorted(hotend.shared_with)
     on_x3 = _cli(home, monkeypatch, "kb", "search", query, "--json", "-k", "5", "--model", "X3")
     assert all(p["machine_models"] == ["X3"] and p["section"].startswith("12") for p in on_x3), on_x3
+
+
+def test_the_http_client_keeps_a_passages_models() -> None:
+    """A kiosk on `--engine URL` reads the answer JSON back: the models of a shared source survive."""
+    from appliance.server.events import passage_from_json
+    from kb.types import Passage
+
+    shared = Passage(id="c1", source="error-codes.yaml", section="13201 HEATBED OVERHEAT (X1)", text="t", n=1,
+                     machine_models=("X1", "X2", "X3", "X4"))
+    again = passage_from_json(json.loads(json.dumps(shared.to_json())))
+    assert again.machine_models == shared.machine_models and again.to_json() == shared.to_json()
