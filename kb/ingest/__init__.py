@@ -10,7 +10,8 @@ One reader per format, chosen by the file's suffix:
 | .html .htm .xhtml    | `kb.ingest.html`     | h1-h6                         | no    |
 | .docx                | `kb.ingest.docx`     | "Heading N" / outline levels  | no    |
 
-Tables given the manual role (.csv, .xlsx) are read by `kb.build` row by row.
+Tables given the manual role (.csv, .xlsx; .yaml, .json only by a mapping rule) are read by `kb.build`
+row by row.
 """
 
 from __future__ import annotations
