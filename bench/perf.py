@@ -315,6 +315,11 @@ class Bench:
         self.results["naive_rag_speedup_to_procedure"] = round(statistics.median(naive_full) / statistics.median(shifu_proc), 1)
         self.results["naive_rag_speedup_to_answer"] = round(statistics.median(naive_full) / statistics.median(shifu_full), 3)
 
+    def quote_mode(self) -> None:
+        from bench.quote_bench import measure
+
+        measure(self)
+
     def close(self) -> None:
         self.engine.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -327,6 +332,8 @@ TARGETS = {
     "ttft_ratio_vs_raw": ("<=", 1.1),
     "prefix_reevaluated_tokens": ("<=", 0),
     "cache_hit_p95_ms": ("<=", 20),
+    "quote_grammar_build_p95_ms": ("<=", 50),
+    "quote_decode_ratio_vs_free": (">=", 0.9),
 }
 
 
@@ -342,7 +349,7 @@ def run(quick: bool, gpu: bool, out: Path | None) -> dict[str, Any]:
     try:
         bench.setup()
         for step in (bench.code_to_procedure, bench.cache, bench.prefix_reuse, bench.engine_vs_raw,
-                     bench.operator_under_load, bench.naive_rag, bench.kiosk, bench.retrieval):
+                     bench.operator_under_load, bench.naive_rag, bench.kiosk, bench.retrieval, bench.quote_mode):
             step_start = time.perf_counter()
             step()
             log(f"{step.__name__}: {time.perf_counter() - step_start:.1f}s")

@@ -22,7 +22,12 @@ inference share one function, so they can never drift apart. For a repair record
 - the target answer follows the answer schema: the summary names the title, the symptom and
   the fix the technician recorded; the steps are the standard procedure (at most four), each
   citing the shown passages whose text holds it; safety comes from the table; parts from the
-  record; escalate is true when the record was escalated.
+  record; escalate is true when the record was escalated;
+- in quote mode (`answer_mode="quote"`, the mode the adapter will run in) the prompt is quote
+  mode's layout and the target is what its grammar allows: the chosen sentence numbers (the
+  standard procedure's sentences, at most four; for a confirmed answer, its quoted steps that
+  are among the shown sentences), each with its verbatim text and passage, and a short summary
+  (the recorded fix) only when the model writes the record's language (`languages`).
 
 Answers an operator marked "fixed" in a kiosk export (`shifu export`) are kept as they were
 generated, with the context rebuilt the same way; their citations are re-derived by the same
@@ -47,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from kb.normalize import code_key, normalize_text
 from kb.types import CodeEntry, FixCount, Passage, RepairRecord
-from models import prompt
+from models import prompt, quote
 from models.dataset_clean import Cleaned, NameScrubber, clean_feedback, clean_records, parse_date
 from models.dataset_sources import FeedbackItem, Sources
 
@@ -90,6 +95,7 @@ class Summary:
     passages: str = ""
     warnings: list[str] = field(default_factory=list)
     system_prompt_sha256: str = ""
+    answer_mode: str = "free"
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -163,11 +169,25 @@ def cites(text: str, shown: Sequence[prompt.PromptPassage]) -> list[int]:
 
 
 def context(entry: CodeEntry, query: str, machine_id: str, machine_model: str, earlier: list[RepairRecord],
-            found: Sequence[Passage | prompt.PromptPassage], layout: prompt.ContextLayout) -> prompt.PromptContext:
+            found: Sequence[Passage | prompt.PromptPassage], layout: prompt.ContextLayout,
+            answer_mode: str = "free") -> prompt.PromptContext:
     """The prompt context the engine would build for this query (see the module docstring)."""
     records, fixes = history(earlier, machine_id)
     return prompt.build_context(query=query, lang=entry.lang, machine_id=machine_id, machine_model=machine_model,
-                                entry=entry, records=records, fixes=fixes, passages=found, layout=layout)
+                                entry=entry, records=records, fixes=fixes, passages=found, layout=layout,
+                                answer_mode=answer_mode)
+
+
+def quote_answer(ctx: prompt.PromptContext, free: dict[str, Any], languages: Sequence[str]) -> dict[str, Any]:
+    """A free target turned into quote mode's: its steps that are shown sentences (else the standard
+    procedure's sentences), by number; the summary only in a language the model writes."""
+    quotes = prompt.quotes(ctx)
+    by_text = {q.text: q.n for q in quotes}
+    chosen = [by_text[str(s.get("text", ""))] for s in free.get("steps", []) if str(s.get("text", "")) in by_text]
+    if not chosen:
+        chosen = [q.n for q in quotes if q.passage == 0]
+    summary = str(free.get("summary", "")) if ctx.lang in languages else ""
+    return quote.target(quotes, list(dict.fromkeys(chosen)), shorten(summary, quote.SUMMARY_CHARS))
 
 
 def record_answer(record: RepairRecord, entry: CodeEntry,
@@ -207,11 +227,17 @@ def feedback_answer(answer: dict[str, Any], shown: Sequence[prompt.PromptPassage
 
 
 def build_examples(sources: Sources, *, scrub_names: bool = False, kb: KnowledgeBase | None = None,
-                   top_k: int = TOP_K, layout: prompt.ContextLayout = LAYOUT) -> tuple[list[Example], Cleaned]:
+                   top_k: int = TOP_K, layout: prompt.ContextLayout = LAYOUT, answer_mode: str = "free",
+                   languages: Sequence[str] = ("zh-TW", "en")) -> tuple[list[Example], Cleaned]:
     """Clean the sources and lay out one example per kept record or confirmed answer.
 
-    `kb`, `top_k` and `layout` are what the engine retrieves from and shows (see the module docstring).
+    `kb`, `top_k` and `layout` are what the engine retrieves from and shows (see the module docstring);
+    `answer_mode` and `languages` are how the adapter's base answers (models.toml).
     """
+
+    def target(ctx: prompt.PromptContext, free: dict[str, Any]) -> dict[str, Any]:
+        return quote_answer(ctx, free, languages) if answer_mode == "quote" else free
+
     cleaned = Cleaned()
     cleaned.records = clean_records(sources.records, cleaned.dropped)
     cleaned.feedback = clean_feedback(sources.feedback, cleaned.dropped)
@@ -242,12 +268,14 @@ def build_examples(sources: Sources, *, scrub_names: bool = False, kb: Knowledge
         shown = scrub.record(record, lang) if scrub else record
         query = f"{record.code} {' '.join(shown.symptom.split())}".strip()
         ctx = context(entry, query, record.machine_id, record.machine_model or models.get(record.machine_id, ""),
-                      earlier(entry.key, when), passages(query, entry, kb, top_k), layout)
-        examples.append(Example(prompt.messages(ctx, record_answer(shown, entry, ctx.passages)), when, entry.code,
+                      earlier(entry.key, when), passages(query, entry, kb, top_k), layout, answer_mode)
+        examples.append(Example(prompt.messages(ctx, target(ctx, record_answer(shown, entry, ctx.passages))), when,
+                                entry.code,
                                 "record", f"{record.date} {record.machine_id} {record.code}"))
     for item in cleaned.feedback:
         examples.extend(_feedback_example(item, table, models, earlier, scrub, cleaned,
-                                          lambda query, entry: passages(query, entry, kb, top_k), layout))
+                                          lambda query, entry: passages(query, entry, kb, top_k), layout,
+                                          answer_mode, target))
     examples.sort(key=lambda e: (e.date, e.code, e.origin))
     return examples, cleaned
 
@@ -255,7 +283,9 @@ def build_examples(sources: Sources, *, scrub_names: bool = False, kb: Knowledge
 def _feedback_example(item: FeedbackItem, table: CodeTable, models: dict[str, str],
                       earlier: Callable[[str, date], list[RepairRecord]], scrub: NameScrubber | None,
                       cleaned: Cleaned, find: Callable[[str, CodeEntry], list[Passage | prompt.PromptPassage]],
-                      layout: prompt.ContextLayout) -> list[Example]:
+                      layout: prompt.ContextLayout, answer_mode: str = "free",
+                      target: Callable[[prompt.PromptContext, dict[str, Any]], dict[str, Any]] = lambda _c, a: a,
+                      ) -> list[Example]:
     entry = table.pick(item.code, models.get(item.machine_id, ""), item.lang) if item.code else None
     if entry is None or item.answer is None:
         cleaned.dropped["feedback without a known code (symptom queries need their passages)"] += 1
@@ -264,8 +294,9 @@ def _feedback_example(item: FeedbackItem, table: CodeTable, models: dict[str, st
     assert when is not None
     shown = scrub.feedback(item) if scrub else item
     ctx = context(entry, shown.query, item.machine_id, models.get(item.machine_id, ""),
-                  earlier(entry.key, when), find(shown.query, entry), layout)
-    return [Example(prompt.messages(ctx, feedback_answer(item.answer, ctx.passages)), when, entry.code, "feedback",
+                  earlier(entry.key, when), find(shown.query, entry), layout, answer_mode)
+    return [Example(prompt.messages(ctx, target(ctx, feedback_answer(item.answer, ctx.passages))), when, entry.code,
+                    "feedback",
                     f"feedback {item.feedback_id} (audit {item.audit_id})")]
 
 
@@ -291,18 +322,21 @@ def llama_tokenizer(gguf: Path) -> Tokenizer:
 
 def build_dataset(sources: Sources, out: Path, *, holdout_months: int = 1, scrub_names: bool = False,
                   tokenizer: Tokenizer | None = None, kb: KnowledgeBase | None = None, top_k: int = TOP_K,
-                  layout: prompt.ContextLayout = LAYOUT) -> Summary:
+                  layout: prompt.ContextLayout = LAYOUT, answer_mode: str = "free",
+                  languages: Sequence[str] = ("zh-TW", "en")) -> Summary:
     """Write `train.jsonl`, `eval.jsonl` and `summary.json` into `out`; return the summary.
 
     Give `kb` (the active KB version) so each example shows the passages the engine would retrieve.
     """
-    examples, cleaned = build_examples(sources, scrub_names=scrub_names, kb=kb, top_k=top_k, layout=layout)
+    examples, cleaned = build_examples(sources, scrub_names=scrub_names, kb=kb, top_k=top_k, layout=layout,
+                                       answer_mode=answer_mode, languages=languages)
     train, held, start = split_by_months(examples, holdout_months)
     summary = Summary(
         rows_read=len(sources.records) + len(sources.feedback), kept=len(examples), train=len(train),
         eval=len(held), dropped=dict(cleaned.dropped.most_common()), eval_from=start,
         codes=dict(Counter(e.code for e in examples).most_common()), warnings=list(sources.warnings),
-        system_prompt_sha256=hashlib.sha256(prompt.SYSTEM_PROMPT.encode("utf-8")).hexdigest(),
+        system_prompt_sha256=hashlib.sha256(prompt.system_prompt(answer_mode).encode("utf-8")).hexdigest(),
+        answer_mode=answer_mode,
         passages=(f"retrieved from KB version {kb.version} (top {top_k}, {layout.passages} shown)" if kb is not None
                   else "no KB given: the code-table row as passage [1]"),
     )
@@ -332,6 +366,7 @@ def format_summary(summary: Summary) -> str:
                     + (", ..." if len(summary.codes) > 12 else "") + ")" if summary.codes else ""))
     if summary.passages:
         lines.append(f"passages: {summary.passages}")
+    lines.append(f"answer mode: {summary.answer_mode}")
     if summary.tokens:
         t = summary.tokens
         lines.append(f"tokens: {t['total']} in all; per example mean {t['mean']}, p95 {t['p95']}, max {t['max']}")

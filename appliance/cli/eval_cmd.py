@@ -18,8 +18,10 @@ def register(cli: click.Group) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write report.md with PNG plots into this folder.")
-@click.option("--config", "configs", multiple=True, type=click.Choice(["no-retrieval", "retrieval", "adapter"]),
-              help="Configurations to compare (default: all that apply).")
+@click.option("--config", "configs", multiple=True,
+              type=click.Choice(["no-retrieval", "retrieval", "free", "quote", "adapter"]),
+              help="Configurations to compare (default: all that apply). `retrieval` answers in the model's own "
+                   "answer mode; `free` and `quote` force one (model.answer_mode), retrieval on.")
 @click.option("--limit", type=int, default=None, help="Only the first N items.")
 def eval_command(evalset: Path, as_json: bool, report_dir: Path | None, configs: tuple[str, ...],
                  limit: int | None) -> None:
@@ -34,13 +36,15 @@ def eval_command(evalset: Path, as_json: bool, report_dir: Path | None, configs:
     items = load_items(evalset)[:limit] if limit else load_items(evalset)
     base = load_settings()
     has_adapter = bool(load_registry(paths.models_toml()).active_adapter)
-    wanted = list(configs) or ["no-retrieval", "retrieval", *(["adapter"] if has_adapter else [])]
+    wanted = list(configs) or ["no-retrieval", "free", "quote", *(["adapter"] if has_adapter else [])]
     results = []
     shared_backend: Any = None
     for name in wanted:
         overrides: dict[str, Any] = {}
         if name == "no-retrieval":
             overrides = {"retrieval": base.retrieval.model_copy(update={"enabled": False})}
+        elif name in {"free", "quote"}:
+            overrides = {"model": base.model.model_copy(update={"answer_mode": name})}
         settings = base.model_copy(update=overrides)
         engine = make_engine(settings)
         if name != "adapter":

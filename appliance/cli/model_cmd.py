@@ -68,9 +68,12 @@ def data() -> None:
 @click.option("--scrub-names", is_flag=True, help="Replace technician and operator names in the text.")
 @click.option("--tokenizer", "tokenizer_gguf", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="GGUF whose tokenizer counts tokens (default: the registry's active base).")
+@click.option("--answer-mode", "answer_mode", type=click.Choice(["auto", "free", "quote"]), default=None,
+              help="Targets in this answer mode (default: model.answer_mode, `auto` = the active base's mode).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def data_build(inputs: tuple[Path, ...], out: Path, codes: tuple[Path, ...], mapping: Path | None,
-               holdout_months: int, scrub_names: bool, tokenizer_gguf: Path | None, as_json: bool) -> None:
+               holdout_months: int, scrub_names: bool, tokenizer_gguf: Path | None, answer_mode: str | None,
+               as_json: bool) -> None:
     """Build chat JSONL from repair records (CSV/XLSX, KB source folders) and `shifu export` folders."""
     from kb.errors import ModelError
     from models.dataset import build_dataset, format_summary, llama_tokenizer
@@ -95,8 +98,20 @@ def data_build(inputs: tuple[Path, ...], out: Path, codes: tuple[Path, ...], map
 
     config: Any = load_settings()
     layout = ContextLayout(records=2, fixes=1, passages=config.retrieval.prompt_passages)  # as Engine.layout()
+    # The mode the adapter will run in: the configured one, else its base's registry default.
+    mode = answer_mode or config.model.answer_mode
+    languages: tuple[str, ...] = ("zh-TW", "en")
+    try:
+        base = load_registry(_registry_path()).base()
+        languages = base.languages
+        if mode == "auto":
+            mode = base.answer_mode
+    except ModelError:
+        pass
+    mode = "free" if mode == "auto" else mode
     summary = build_dataset(sources, out, holdout_months=holdout_months, scrub_names=scrub_names,
-                            tokenizer=tokenizer, kb=kb, top_k=config.retrieval.top_k, layout=layout)
+                            tokenizer=tokenizer, kb=kb, top_k=config.retrieval.top_k, layout=layout,
+                            answer_mode=mode, languages=languages)
     if as_json:
         click.echo(json.dumps(summary.to_json(), ensure_ascii=False, indent=2))
     else:

@@ -81,6 +81,35 @@ def cache_key(chat: list[dict[str, str]], shown: list[Passage], options: Generat
     return hashlib.sha256(json.dumps(ident, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
 
+def answer_options(ctx: prompt.PromptContext, info: ModelInfo,
+                   settings: Settings) -> tuple[GenerateOptions, tuple[quote.Quote, ...] | None]:
+    """The generation options of an answer (schema, or quote mode's grammar) and, quoting, the
+    sentences it may choose (empty: nothing to quote, do not generate)."""
+    quotes: tuple[quote.Quote, ...] | None = None
+    gbnf: str | None = None
+    if ctx.mode == "quote":
+        quotes = prompt.quotes(ctx)
+        if not quotes:
+            return GenerateOptions(), quotes
+        # The summary is the one thing the model writes: only in a language it writes.
+        summary = ctx.lang in info.languages
+        schema = quote.schema(quotes, summary)
+        gbnf = quote.grammar(quotes, summary)
+        bound = quote.token_bound(quotes, summary)
+    else:
+        schema = prompt.answer_schema(len(ctx.passages))
+        bound = prompt.grammar_token_bound(schema)
+    options = GenerateOptions(
+        max_tokens=max(settings.model.max_tokens, bound),
+        temperature=settings.model.temperature,
+        repeat_penalty=settings.model.repeat_penalty,
+        seed=settings.model.seed,
+        json_schema=schema,
+        grammar=gbnf,
+    )
+    return options, quotes
+
+
 def generate(
     backend: LLMBackend,
     scheduler: Scheduler,
@@ -103,30 +132,11 @@ def generate(
     out = Generated(lang=ctx.lang)
     chat = prompt.messages(ctx)
     info = backend.info()
-    quotes: tuple[quote.Quote, ...] | None = None
-    gbnf: str | None = None
-    if ctx.mode == "quote":
-        quotes = prompt.quotes(ctx)
-        if not quotes:
-            out.notices.append(NO_QUOTES.get(ctx.lang, NO_QUOTES["en"]))
-            yield out
-            return
-        # The summary is the one thing the model writes: only in a language it writes.
-        summary = ctx.lang in info.languages
-        schema = quote.schema(quotes, summary)
-        gbnf = quote.grammar(quotes, summary)
-        bound = quote.token_bound(quotes, summary)
-    else:
-        schema = prompt.answer_schema(len(ctx.passages))
-        bound = prompt.grammar_token_bound(schema)
-    options = GenerateOptions(
-        max_tokens=max(settings.model.max_tokens, bound),
-        temperature=settings.model.temperature,
-        repeat_penalty=settings.model.repeat_penalty,
-        seed=settings.model.seed,
-        json_schema=schema,
-        grammar=gbnf,
-    )
+    options, quotes = answer_options(ctx, info, settings)
+    if quotes is not None and not quotes:
+        out.notices.append(NO_QUOTES.get(ctx.lang, NO_QUOTES["en"]))
+        yield out
+        return
     key = cache_key(chat, shown, options, info, kb_version)
     if opstore is not None and use_cache:
         cached = opstore.cache_get(key)

@@ -7,7 +7,8 @@ from pathlib import Path
 from appliance.evaluation.metrics import __doc__ as DEFINITIONS
 from appliance.evaluation.runner import ConfigResult
 
-METRICS = ("procedure_exact", "step_recall", "citation_validity", "refusal_correct", "schema_valid", "injection_held")
+METRICS = ("usable", "step_recall", "quoted_from_expected", "procedure_exact", "citation_validity", "refusal_correct",
+           "schema_valid", "injection_held")
 
 
 def _fmt(value: object) -> str:
@@ -63,6 +64,10 @@ def write_report(configs: list[ConfigResult], out: Path, evalset: str) -> Path:
     for metric in (*METRICS, "latency_p50_ms", "latency_p95_ms", "items"):
         lines.append("| " + " | ".join([metric, *[_fmt(c.summary.get(metric)) for c in configs]]) + " |")
     for config in configs:
+        lines += ["", f"## {config.name}: by language", "", "| lang | items | " + " | ".join(METRICS) + " |",
+                  "|" + "---|" * (len(METRICS) + 2)]
+        for lang, summary in config.by_lang.items():
+            lines.append(f"| {lang} | {summary['items']} | " + " | ".join(_fmt(summary.get(m)) for m in METRICS) + " |")
         lines += ["", f"## {config.name}: by kind", "", "| kind | items | " + " | ".join(METRICS) + " |",
                   "|" + "---|" * (len(METRICS) + 2)]
         for kind, summary in config.by_kind.items():

@@ -78,8 +78,8 @@ def finetune(recipe: Recipe, data_dir: Path, out: Path, progress: Progress = pri
     return meta
 
 
-def _prompt_sha() -> str:
-    return hashlib.sha256(prompt.SYSTEM_PROMPT.encode("utf-8")).hexdigest()
+def _prompt_sha(mode: str = "free") -> str:
+    return hashlib.sha256(prompt.system_prompt(mode).encode("utf-8")).hexdigest()
 
 
 def _check_prompt(data_dir: Path) -> None:
@@ -87,6 +87,7 @@ def _check_prompt(data_dir: Path) -> None:
     summary = data_dir / "summary.json"
     if not summary.exists():
         return
-    recorded = json.loads(summary.read_text(encoding="utf-8")).get("system_prompt_sha256", "")
-    if recorded and recorded != _prompt_sha():
+    data = json.loads(summary.read_text(encoding="utf-8"))
+    recorded = data.get("system_prompt_sha256", "")
+    if recorded and recorded != _prompt_sha(str(data.get("answer_mode", "free"))):
         raise ModelError(f"{data_dir} was built with another system prompt; rebuild it with `shifu data build`")
