@@ -58,6 +58,23 @@ def test_kiosk_in_tmux_answers_a_typed_code(kb_home: Path) -> None:
         subprocess.run(["tmux", "-L", socket, "send-keys", "-t", "kiosk", "A01", "Enter"], check=True)
         screen = _wait_for(socket, "按停止鍵並確認輸送帶上無人作業", timeout=60)
         assert "A01" in screen and "驅動馬達過載" in screen
+        # No machine set: E-001 differs by model, so the kiosk asks; F7 (a real terminal's key) picks one.
+        assert "機台: 未設定" in screen
+
+        def keys(*names: str) -> None:
+            subprocess.run(["tmux", "-L", socket, "send-keys", "-t", "kiosk", *names], check=True)
+
+        keys("E-001", "Enter")
+        screen = _wait_for(socket, "請確認是哪一種機台", timeout=60)
+        assert "F6 CV-200: E-001" in screen and "F7 IM-850: E-001" in screen and "IM-01, IM-02, IM-03" in screen
+        keys("F7")
+        _wait_for(socket, "確認安全門內、模具區與頂出側沒有人員或異物", timeout=60)  # the IM-850's row
+        # An asset-tag scan sets the machine: the header says so and the answer follows it.
+        keys("M:CV-02", "Enter")
+        screen = _wait_for(socket, "排除危險狀況，確認輸送帶上與周圍沒有人", timeout=60)  # the CV-200's row
+        assert "機台: CV-02 · CV-200 · L1" in screen and "安全門內" not in screen
+        keys("A01", "Enter")
+        screen = _wait_for(socket, "按停止鍵並確認輸送帶上無人作業", timeout=60)
         # Kiosk mode: Ctrl+C and Ctrl+Q leave the kiosk running.
         subprocess.run(["tmux", "-L", socket, "send-keys", "-t", "kiosk", "C-c", "C-q"], check=True)
         time.sleep(1.0)
