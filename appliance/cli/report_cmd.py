@@ -1,12 +1,17 @@
-"""`shifu report summary`: the supervisor's report over a period (see appliance.report.summary)."""
+"""`shifu report summary|handover|work-orders`: the supervisor's reports (see appliance.report)."""
 
 from __future__ import annotations
 
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from appliance.config import Settings
+    from appliance.report.handover import Handover
 
 
 def register(cli: click.Group) -> None:
@@ -89,14 +94,18 @@ def summary(first: date | None, last: date | None, out: Path, lang: str | None, 
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for handover.html and handover.csv.")
 @click.option("--lang", type=click.Choice(["zh-TW", "en"]), default=None, help="Label language (default from config).")
-def handover(day: date | None, shift_text: str | None, out: Path, lang: str | None) -> None:
+@click.option("--summary", "with_note", is_flag=True,
+              help="Add a two-sentence generated note (loads the configured model in this process; shown only "
+                   "when it passes the gate).")
+def handover(day: date | None, shift_text: str | None, out: Path, lang: str | None, with_note: bool) -> None:
     """The shift handover: the shift's alarms, which were fixed and how, which are open or escalated."""
     from appliance import paths
     from appliance.config import load_settings
     from appliance.report.handover import Shift, build_handover, current_shift, write_handover
     from kb.versions import VersionStore
 
-    language = lang or load_settings().general.lang
+    config = load_settings()
+    language = lang or config.general.lang
     try:
         if shift_text is None and day is None:
             shift = current_shift(datetime.now().astimezone())
@@ -107,10 +116,33 @@ def handover(day: date | None, shift_text: str | None, out: Path, lang: str | No
     store = VersionStore(paths.kb_dir())
     version = store.current()
     data = build_handover(paths.ops_db(), shift, store.path(version) if version is not None else None, language)
-    files = write_handover(data, out, language)
+    note = _note(config, data, language) if with_note and data.alarms else None
+    files = write_handover(data, out, language, note)
     click.echo(f"{shift.describe()}: {len(data.alarms)} alarms, {data.count('fixed')} fixed, "
                f"{data.count('escalated')} escalated, {data.count('open')} open", err=True)
     click.echo(str(files["handover.html"]))
+
+
+def _note(config: Settings, data: Handover, language: str) -> str | None:
+    """The gated note, or None with the reason on stderr (the handover never fails for it)."""
+    from appliance.engine.factory import make_backend
+    from appliance.report.narrative import generate_note
+    from kb.errors import ShifuError
+
+    try:
+        backend = make_backend(config)
+        backend.load()
+        try:
+            note = generate_note(backend, data, language)
+        finally:
+            backend.close()
+    except ShifuError as error:
+        click.echo(f"shifu: no generated note: {error}", err=True)
+        return None
+    if note is None:
+        click.echo("shifu: no generated note: the model does not write this language or its note failed the gate",
+                   err=True)
+    return note
 
 
 @report.command("work-orders")

@@ -81,6 +81,8 @@ LABELS: dict[str, dict[str, str]] = {
     "by": {"zh-TW": "人員", "en": "By"},
     "what_was_done": {"zh-TW": "處置（維修紀錄）", "en": "What was done (repair record)"},
     "times": {"zh-TW": "次數", "en": "Times"},
+    "note": {"zh-TW": "AI 摘要（由模型產生，已檢查只含上列事實）",
+             "en": "Generated note (written by the model, checked to state only the facts below)"},
     "shown": {"zh-TW": "（顯示前 {n} 筆，完整資料見 CSV）", "en": "(first {n} rows; the CSV has them all)"},
 }
 
