@@ -66,6 +66,7 @@ def _llama_backend(settings: Settings, base: ModelEntry, lora: ModelEntry | None
     return LlamaCppBackend(
         base, lora, n_ctx=model.n_ctx, n_threads=model.n_threads, n_gpu_layers=model.n_gpu_layers,
         flash_attn=model.flash_attn, hash_cache=paths.hash_cache(), boot_hashes=paths.boot_hash_file(),
+        prompt_lookup_tokens=model.prompt_lookup_tokens,
     )
 
 

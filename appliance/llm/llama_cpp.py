@@ -41,6 +41,7 @@ class LlamaCppBackend(LLMBackend):
         flash_attn: bool = False,
         hash_cache: Path | None = None,
         boot_hashes: Path | None = None,
+        prompt_lookup_tokens: int = 0,
     ) -> None:
         self.base = base
         self.adapter = adapter
@@ -52,6 +53,8 @@ class LlamaCppBackend(LLMBackend):
         self.flash_attn = flash_attn
         self.hash_cache = hash_cache
         self.boot_hashes = boot_hashes  # written by the root step this boot (models.boot_hashes)
+        self.prompt_lookup_tokens = prompt_lookup_tokens
+        """Tokens proposed per step by prompt-lookup decoding (0 = off); read at every generation."""
         self._llm: Any = None
         self._grammars: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -124,11 +127,11 @@ class LlamaCppBackend(LLMBackend):
         check_pair(replace(self.base, sha256=base_sha), self.adapter, base_header=base_header,
                    adapter_header=read_header(fds[1], f"adapter file {self.adapter.path}") if self.adapter else None)
         try:
-            from llama_cpp import Llama
+            from llama_cpp import Llama  # noqa: F401 - a clear message when it is missing
         except ImportError as error:
             raise ModelError("llama-cpp-python is not installed; run the README's setup command") from error
         try:
-            self._llm = Llama(
+            self._llm = bounded_llama()(
                 model_path=self._fd_path(base_fd, self.base.path),
                 lora_path=adapter_path,
                 n_ctx=self.n_ctx,
@@ -212,6 +215,7 @@ class LlamaCppBackend(LLMBackend):
                     break
                 common += 1
             self._stats = StreamStats(prompt_tokens=len(tokens), evaluated_prompt_tokens=len(tokens) - common)
+            use_prompt_lookup(llm, self.prompt_lookup_tokens)
             max_tokens = min(options.max_tokens, self.n_ctx - len(tokens) - 1)
             if options.interrupt is not None and not self._prefill(llm, tokens, common, options):
                 self._stats.finish_reason = "interrupted"
@@ -269,3 +273,55 @@ class LlamaCppBackend(LLMBackend):
             if self._llm is not None:
                 self._llm.close()
                 self._llm = None
+
+
+def use_prompt_lookup(llm: Any, tokens: int) -> None:
+    """Turn prompt-lookup decoding on (`tokens` proposed per step, copied from the prompt where its last
+    two tokens occurred before) or off (0) for the next generation of a `bounded_llama()` model."""
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+    llm.output_tail = 1 + max(0, tokens)
+    current = llm.draft_model
+    if tokens <= 0:
+        llm.draft_model = None
+    elif current is None or current.num_pred_tokens != tokens:
+        llm.draft_model = LlamaPromptLookupDecoding(max_ngram_size=2, num_pred_tokens=tokens)
+
+
+_BOUNDED: Any = None
+
+
+def bounded_llama() -> Any:
+    """`llama_cpp.Llama` whose evaluation asks llama.cpp for the logits of the last `output_tail` tokens
+    of each call only.
+
+    llama-cpp-python's own draft path needs `logits_all=True`, which keeps n_ctx x vocabulary floats
+    in host memory (0.8 GB for SmolLM2 at 4k context, about 5 GB for Qwen2.5-7B at 8k) and computes
+    the output layer for every prompt token. Sampling reads the logits from llama.cpp's context, not
+    from that array, so the verification of k proposed tokens needs only the last k + 1 rows: with
+    `output_tail = 1` (prompt lookup off) this is exactly the stock evaluation.
+    """
+    global _BOUNDED
+    if _BOUNDED is not None:
+        return _BOUNDED
+    from llama_cpp import Llama
+
+    class BoundedLlama(Llama):  # type: ignore[misc]
+        output_tail = 1
+
+        def eval(self, tokens: Any) -> None:
+            self._ctx.kv_cache_seq_rm(-1, self.n_tokens, -1)
+            for start in range(0, len(tokens), self.n_batch):
+                batch = tokens[start:start + self.n_batch]
+                n_past = self.n_tokens
+                self._batch.set_batch(batch=batch, n_past=n_past, logits_all=False)
+                if start + self.n_batch >= len(tokens):  # the last chunk: the rows sampling may read
+                    for i in range(max(0, len(batch) - self.output_tail), len(batch)):
+                        self._batch.batch.logits[i] = True
+                self._ctx.decode(self._batch)
+                self.input_ids[n_past:n_past + len(batch)] = batch
+                self.n_tokens += len(batch)
+                self._requires_eval = False
+
+    _BOUNDED = BoundedLlama
+    return _BOUNDED
