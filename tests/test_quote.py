@@ -178,12 +178,13 @@ def test_eval_sees_usable_answers_and_where_quotes_come_from() -> None:
     mixed = score_item(item, answer([{"text": "Clean the pulley lagging", "cites": [1], "quote": 3},
                                      {"text": "Adjust the tail pulley", "cites": [2], "quote": 7}]), {})
     emptied = score_item(item, {"passages": passages, "generated": None}, {"gate_empty": True})
+    summary_only = score_item(item, answer([]), {})  # a summary and no step: nothing to act on
     not_asked = score_item(item, {"passages": passages, "generated": None}, {})
     assert (from_a03.usable, from_a03.quoted_from_expected, from_a03.step_recall) == (True, True, 1.0)
     assert (mixed.quoted_from_expected, emptied.usable, emptied.step_recall) == (False, False, 0.0)
-    assert not_asked.usable is None
-    summary = summarize([from_a03, mixed, emptied, not_asked])
-    assert (summary["usable"], summary["quoted_from_expected"]) == (round(2 / 3, 4), 0.5)
+    assert not_asked.usable is None and summary_only.usable is False
+    summary = summarize([from_a03, mixed, emptied, summary_only, not_asked])
+    assert (summary["usable"], summary["quoted_from_expected"]) == (0.5, 0.5)
 
 
 def test_data_build_writes_targets_in_the_adapters_mode(tmp_path: Path) -> None:

@@ -23,8 +23,10 @@ def register(cli: click.Group) -> None:
               help="Configurations to compare (default: all that apply). `retrieval` answers in the model's own "
                    "answer mode; `free` and `quote` force one (model.answer_mode), retrieval on.")
 @click.option("--limit", type=int, default=None, help="Only the first N items.")
+@click.option("--every", type=click.IntRange(1), default=1,
+              help="Only every Nth item (a sample across the set's kinds and languages).")
 def eval_command(evalset: Path, as_json: bool, report_dir: Path | None, configs: tuple[str, ...],
-                 limit: int | None) -> None:
+                 limit: int | None, every: int) -> None:
     """Run the engine over an evaluation set and compare configurations."""
     from appliance import paths
     from appliance.config import load_settings
@@ -33,7 +35,8 @@ def eval_command(evalset: Path, as_json: bool, report_dir: Path | None, configs:
     from appliance.evaluation.runner import load_items, run_config
     from models.registry import load_registry
 
-    items = load_items(evalset)[:limit] if limit else load_items(evalset)
+    items = load_items(evalset)[::every]
+    items = items[:limit] if limit else items
     base = load_settings()
     has_adapter = bool(load_registry(paths.models_toml()).active_adapter)
     wanted = list(configs) or ["no-retrieval", "free", "quote", *(["adapter"] if has_adapter else [])]
