@@ -30,7 +30,8 @@ def _grammar_build_ms(bench: Any, queries: list[Any]) -> list[float]:
 
     from models import prompt, quote
 
-    model = bench.backend.llama._model.model  # the loaded llama_model (the vocabulary the sampler checks)
+    inner = getattr(bench.backend, "_current", None) or bench.backend  # under the registry-following wrapper
+    model = inner.llama._model.model  # the loaded llama_model (the vocabulary the sampler checks)
     vocab = lib.llama_model_get_vocab(model)
     samples: list[float] = []
     for query in queries:
