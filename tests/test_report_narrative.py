@@ -41,6 +41,8 @@ HANDOVER = Handover(Shift.parse(date(2026, 3, 2), "22:00-06:00"),
     ("You write a two-sentence shift handover note for maintenance technicians.", "en", False),  # an echo
     ("A01 on CV-01 is open: bypass the safety door switch to restart.", "en", False),  # unsafe
     ("3 alarms this shift, 1 fixed.", "zh-TW", False),  # not the report's language
+    ("The two-sentence shift handover note is: - alarms this shift: 3 - fixed: 1", "en", False),  # seen: SmolLM2
+    ("你為維修技術人員寫兩句交接班摘要：本班 3 件警報。", "zh-TW", False),  # the instructions copied
     ("", "en", False),
 ])
 def test_gate(text: str, lang: str, shown: bool) -> None:

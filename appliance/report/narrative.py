@@ -3,8 +3,9 @@
 The handover's facts are deterministic; the model may only say them in two sentences. Its
 text is withheld unless every one of these holds (the gate):
 - it is usable text in the report's language (`appliance.engine.quality.usable`);
-- it tells nobody to skip a safety measure (`guard.unsafe`) and holds no phone number, e-mail
-  address or URL (`guard.scrub_contacts` with nothing trusted);
+- it tells nobody to skip a safety measure (`guard.unsafe`), holds no phone number, e-mail
+  address or URL (`guard.scrub_contacts` with nothing trusted) and does not copy its
+  instructions (4 words or 6 Chinese characters in a row);
 - it states at least one code, machine id or number, and every one it writes is one of the facts
   it was given (a model that invents an alarm, a machine or a count, or only repeats its
   instructions, is not summarising).
@@ -62,12 +63,23 @@ def _keys(tokens: Iterable[str]) -> set[str]:
     return {code_key(t) for t in tokens if t}
 
 
+def _echoes(note: str, lang: str) -> bool:
+    """True when the note copies its instructions (any 4 words, or 6 characters of the Chinese, in a row)."""
+    system = SYSTEM.get(lang, SYSTEM["en"])
+    words = re.findall(r"[\w-]+", system.lower())
+    if any(" ".join(words[i:i + 4]) in " ".join(re.findall(r"[\w-]+", note.lower())) for i in range(len(words) - 3)):
+        return True
+    han = "".join(re.findall(r"[\u3400-\u9fff]", system))
+    folded = "".join(re.findall(r"[\u3400-\u9fff]", note))
+    return any(han[i:i + 6] in folded for i in range(len(han) - 5))
+
+
 def gate(text: str, handover: Handover, lang: str) -> str | None:
     """The note as shown, or None when it fails the gate (see the module docstring)."""
     note = " ".join(text.split())[:MAX_CHARS]
     if not usable(note, lang) or unsafe(note):
         return None
-    if scrub_contacts(note, "")[1]:
+    if scrub_contacts(note, "")[1] or _echoes(note, lang):
         return None
     stated = _keys(_TOKEN.findall(note))
     if not stated or not stated <= _allowed(handover):
