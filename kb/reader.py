@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kb.embed import Embedder
@@ -123,7 +123,14 @@ class KnowledgeBase:
             per_model: dict[str, CodeEntry] = {}
             for entry in ordered:
                 per_model.setdefault(entry.machine_model, entry)
-            return Lookup(key=key, entry=None, candidates=tuple(per_model.values()), suggestions=(), ambiguous=True)
+            shown = tuple(per_model.values())
+            if not machine_model and len({_procedure(e) for e in shown}) == 1:
+                # The machine is unknown and every model that has the code has the same procedure
+                # (a table row written for `CV-200 | CV-300`): nothing to choose. The row is shown
+                # without a model, so its history spans those models; `candidates` lists them.
+                # A known machine of another model is still asked about: the code is not its own.
+                return Lookup(key=key, entry=replace(best, machine_model=""), candidates=shown, suggestions=())
+            return Lookup(key=key, entry=None, candidates=shown, suggestions=(), ambiguous=True)
         return Lookup(key=key, entry=best, candidates=tuple(ordered[1:]), suggestions=())
 
     def find_code_in_text(self, text: str) -> str | None:
@@ -213,3 +220,8 @@ class KnowledgeBase:
     def counts(self) -> dict[str, int]:
         tables = ("codes", "records", "machines", "documents", "chunks", "embeddings")
         return {t: int(self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}  # noqa: S608
+
+
+def _procedure(entry: CodeEntry) -> tuple[object, ...]:
+    """What an operator would read of a row: two rows with the same are one procedure."""
+    return (entry.lang, entry.title, entry.steps, entry.safety, entry.severity)

@@ -176,6 +176,36 @@ def test_the_vendor_table_as_csv_reads_like_the_yaml(tmp_path: Path) -> None:
     assert [(e.code, e.machine_model, e.description) for e in from_yaml] == [(r.code, r.model, r.text) for r in rows]
 
 
+def test_one_procedure_for_several_models_is_shown_without_asking(tmp_path: Path) -> None:
+    """A row written for several models is one procedure: no "which machine?" unless the texts differ."""
+    from kb.build import SourceSpec, build
+    from kb.reader import KnowledgeBase
+    from kb.versions import VersionStore
+
+    source = tmp_path / "src"
+    (source / "codes").mkdir(parents=True)
+    (source / "codes" / "codes.csv").write_text(
+        "code,title,steps,machine_model\n"
+        "E-5,Guard open,Close the guard | Press reset,CV-200 | CV-300\n"
+        "E-6,Belt slip,Clean the drive pulley,CV-200\n"
+        "E-6,Belt slip,Tighten the belt,CV-300\n", encoding="utf-8")
+    store = VersionStore(tmp_path / "kb")
+    build([SourceSpec(source)], store, None)
+    kb = KnowledgeBase(store.current_path(), None)
+    try:
+        shared = kb.lookup("E-5", lang="en")
+        assert not shared.ambiguous and shared.entry is not None
+        assert shared.entry.steps == ("Close the guard", "Press reset") and shared.entry.machine_model == ""
+        assert sorted(c.machine_model for c in shared.candidates) == ["CV-200", "CV-300"]
+        own = kb.lookup("E-6", lang="en")
+        assert own.ambiguous and own.entry is None and len(own.candidates) == 2
+        # A known machine of a model without the code is still asked about, never given another's row.
+        assert kb.lookup("E-5", machine_model="CV-900", lang="en").ambiguous
+        assert kb.lookup("E-5", machine_model="CV-300", lang="en").entry.machine_model == "CV-300"
+    finally:
+        kb.close()
+
+
 def test_a_version_built_before_chunk_models_still_searches(tmp_path: Path) -> None:
     """A KB version built by the previous release (no chunks.machine_model/variant) keeps answering."""
     import shutil
