@@ -326,7 +326,10 @@ class OpcuaServer(Section):
     trusted_certificates: list[Path] = []
     """Server certificates trusted; with security on, any other server is refused."""
     user: str = ""
-    """User name for user/password login (empty: anonymous or certificate)."""
+    """User name for user/password login (empty: anonymous, or `certificate_login`)."""
+    certificate_login: bool = False
+    """Log in with `certificate` (an X509 identity token, signed with `private_key`) instead of anonymously, for
+    servers that map the appliance's certificate to a user. Ignored when `user` is set."""
     password: str = ""
     """Password for `user`."""
     max_field_chars: int = Field(default=1000, ge=16, le=65536)
@@ -353,6 +356,8 @@ class OpcuaServer(Section):
             _check_pattern(self.pattern, f"opcua server {self.endpoint!r}")
         if (self.security_policy == "None") != (self.security_mode == "None"):
             raise ValueError("security_policy and security_mode are both None, or both set")
+        if self.certificate_login and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"opcua server {self.endpoint!r}: certificate_login needs certificate and private_key")
         if self.security_policy != "None" and not self.trusted_certificates:
             # Encryption with whoever answers is no security: an impostor's certificate would do.
             raise ValueError(f"opcua server {self.endpoint!r}: security_policy {self.security_policy} needs "

@@ -22,6 +22,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from asyncua import Server, ua
+from asyncua.server.user_managers import CertificateUserManager
 from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.intake.opcua import MACHINE_TOOL_NS
@@ -95,11 +96,14 @@ class Controller:
     Each plain alarm is a condition node (`ns=1;s=cond-NAME`) whose `Acknowledge` behaves as a
     controller's does: accepted once for the condition's latest EventId (recorded in `acks`),
     BadEventIdUnknown for an older or unknown one, BadConditionBranchAlreadyAcked the second time.
-    With `certificate` and `private_key` it only offers Basic256Sha256 SignAndEncrypt.
+    With `certificate` and `private_key` it only offers Basic256Sha256 SignAndEncrypt; with
+    `user_certificate` only that certificate may log in (X509 identity token), anonymous is refused.
     """
 
-    def __init__(self, port: int, *, certificate: Path | None = None, private_key: Path | None = None) -> None:
+    def __init__(self, port: int, *, certificate: Path | None = None, private_key: Path | None = None,
+                 user_certificate: Path | None = None) -> None:
         self.port = port
+        self.user_certificate = user_certificate
         self.endpoint = f"opc.tcp://127.0.0.1:{port}/shifu-test/"
         self.certificate, self.private_key = certificate, private_key
         self.loop = asyncio.new_event_loop()
@@ -114,7 +118,11 @@ class Controller:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(20)
 
     async def _start(self) -> None:
-        server = Server()
+        users = None
+        if self.user_certificate is not None:  # only this certificate may log in; anonymous is refused
+            users = CertificateUserManager()
+            await users.add_user(self.user_certificate, name="shifu")
+        server = Server(user_manager=users)
         server.iserver.bind_condition_methods = True  # ConditionRefresh, as a controller with A&C has it
         await server.init()
         server.set_endpoint(self.endpoint)
@@ -122,6 +130,8 @@ class Controller:
             await server.load_certificate(str(self.certificate))
             await server.load_private_key(str(self.private_key))
             server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            if self.user_certificate is not None:
+                server.set_security_IDs(["Basic256Sha256"])  # X509 identity tokens only: no anonymous login
         else:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         ns = await server.register_namespace(MACHINE_TOOL_NS)

@@ -11,6 +11,7 @@ import datetime
 import ipaddress
 import logging
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -55,11 +56,11 @@ def make_certificate(folder: Path, name: str, uri: str) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def reader_for(store: AlarmStore, endpoint: str, certs: Path, trusted: list[Path]) -> OpcuaInput:
+def reader_for(store: AlarmStore, endpoint: str, certs: Path, trusted: list[Path], **more: Any) -> OpcuaInput:
     config = OpcuaServer(
         endpoint=endpoint, machine="MC-01", code_field="ConditionName", security_policy="Basic256Sha256",
         security_mode="SignAndEncrypt", certificate=certs / "shifu.der", private_key=certs / "shifu.pem",
-        trusted_certificates=trusted, reconnect_min_s=0.2, reconnect_max_s=0.5, timeout_s=2.0,
+        trusted_certificates=trusted, reconnect_min_s=0.2, reconnect_max_s=0.5, timeout_s=2.0, **more,
     )
     reader = OpcuaInput(config, Intake(load_settings(), store))
     reader.start()
@@ -106,3 +107,27 @@ def test_security_without_a_trust_list_is_refused_at_start(tmp_path: Path) -> No
         load_settings(opcua={"servers": [{"endpoint": "opc.tcp://10.0.0.5:4840", "security_policy": "Basic256Sha256",
                                           "security_mode": "SignAndEncrypt", "certificate": str(tmp_path / "c.der"),
                                           "private_key": str(tmp_path / "k.pem")}]})
+
+
+def test_certificate_login(tmp_path: Path, store: AlarmStore) -> None:
+    """A server that admits only the appliance's certificate as a user: anonymous is refused, certificate login reads."""
+    shifu_cert, _ = make_certificate(tmp_path, "shifu", "urn:example.org:FreeOpcUa:opcua-asyncio")
+    server_cert, server_key = make_certificate(tmp_path, "controller", "urn:freeopcua:python:server")
+    controller = Controller(free_port(), certificate=server_cert, private_key=server_key, user_certificate=shifu_cert)
+    controller.start()
+    try:
+        anonymous = reader_for(store, controller.endpoint, tmp_path, [server_cert])
+        try:
+            wait_for(lambda: anonymous.status.last_error != "", what="the anonymous login refused")
+        finally:
+            anonymous.stop()
+        assert not anonymous.refreshed.is_set()
+        reader = reader_for(store, controller.endpoint, tmp_path, [server_cert], certificate_login=True)
+        try:
+            assert reader.refreshed.wait(30), reader.status.last_error
+            controller.alarm("P90")
+            wait_for(lambda: store.count() == 1, what="an alarm read as the certificate's user")
+        finally:
+            reader.stop()
+    finally:
+        controller.close()

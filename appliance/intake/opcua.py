@@ -294,6 +294,9 @@ class OpcuaInput(threading.Thread):
         if s.user:
             client.set_user(s.user)
             client.set_password(s.password)
+        elif s.certificate_login and s.certificate is not None and s.private_key is not None:
+            await client.load_client_certificate(str(s.certificate))  # type: ignore[arg-type]
+            await client.load_private_key(str(s.private_key))  # type: ignore[arg-type]
         if s.security_policy != "None":
             if s.certificate is None or s.private_key is None:
                 raise ValueError("security_policy Basic256Sha256 needs certificate and private_key")
