@@ -25,6 +25,7 @@ def table_row(code: str, model: str, lang: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("lang", ["zh-TW", "en"])
 def test_known_code_gives_exact_steps_and_a_generated_part(engine, lang: str) -> None:
+    engine.settings.model.answer_mode = "free"  # the writing mode's language fallback (quoting: test_quote.py)
     answer = engine.answer(Query("E-203", machine_id="IM-01", lang=lang))
     row = table_row("E-203", "IM-850", lang)
     assert answer.code is not None
