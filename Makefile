@@ -13,8 +13,9 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 # System tools the tests drive, as command:Debian-package (mosquitto: MQTT intake; chromium:
-# the headless browser for the web screens). `make setup` apt-installs the missing ones.
-TOOLS := tmux:tmux systemd-analyze:systemd mosquitto:mosquitto chromium:chromium unshare:util-linux
+# the headless browser for the web screens; fuse3: the power-cut test's file system). `make setup`
+# apt-installs the missing ones.
+TOOLS := tmux:tmux systemd-analyze:systemd mosquitto:mosquitto chromium:chromium unshare:util-linux fusermount3:fuse3
 # A font that draws Traditional Chinese, for the report's charts (matplotlib) and the browser.
 CJK_FONTS := fonts-noto-cjk fontconfig
 

@@ -1,7 +1,8 @@
 """Killed imports and pulled sticks: a killed import leaves the old or the new version active and sound.
 
 SIGKILL keeps the page cache, so these tests cannot see a rename lost in a power cut; that the
-renames are fsynced in order is checked by `test_bundle_fsync_order.py`.
+renames are fsynced in order is checked by `test_bundle_fsync_order.py`, and real power cuts (on a
+file system that forgets what was not fsynced) by `test_bundle_powercut.py`.
 """
 
 from __future__ import annotations
