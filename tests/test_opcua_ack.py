@@ -154,3 +154,14 @@ def test_an_event_that_is_no_condition_cannot_be_acknowledged(plant_factory: Any
     saved = plant.fixed(alarm)
     assert saved.acknowledgement is not None and saved.acknowledgement.state == "failed"
     assert "no alarm condition" in saved.acknowledgement.detail and plant.controller.calls == 0
+
+
+def test_a_repeated_alarm_is_acknowledged_by_its_latest_event(plant_factory: Any) -> None:
+    plant = plant_factory(acknowledge=True)
+    plant.start()
+    alarm = plant.fire("P40")
+    plant.controller.alarm("P40")  # raised again inside the window: counted on the same row, a new EventId
+    wait_for(lambda: plant.reader is not None and plant.reader.status.counters["repeats"] == 1, what="the repeat")
+    saved = plant.fixed(alarm)
+    assert saved.acknowledgement is not None and saved.acknowledgement.state == "acknowledged", saved
+    assert plant.controller.acks[0][1] == plant.controller.latest["ns=1;s=cond-P40"]
