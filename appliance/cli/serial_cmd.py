@@ -80,7 +80,7 @@ def serial_command(
 @click.option("--json", "as_json", is_flag=True, help="Print the alarms as a JSON list.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="How many, newest first.")
 def alarms_command(as_json: bool, limit: int) -> None:
-    """Alarms received on the serial lines, newest first."""
+    """Alarms received from every input (serial, OPC UA, MQTT, HTTP), newest first, with their source."""
     from appliance import paths
     from appliance.serial.alarm_store import AlarmStore
     from appliance.store.opstore import OpStore
