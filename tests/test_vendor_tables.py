@@ -201,7 +201,8 @@ def test_one_procedure_for_several_models_is_shown_without_asking(tmp_path: Path
         assert own.ambiguous and own.entry is None and len(own.candidates) == 2
         # A known machine of a model without the code is still asked about, never given another's row.
         assert kb.lookup("E-5", machine_model="CV-900", lang="en").ambiguous
-        assert kb.lookup("E-5", machine_model="CV-300", lang="en").entry.machine_model == "CV-300"
+        own_row = kb.lookup("E-5", machine_model="CV-300", lang="en").entry
+        assert own_row is not None and own_row.machine_model == "CV-300"
     finally:
         kb.close()
 
@@ -412,3 +413,44 @@ def test_the_http_client_keeps_a_passages_models() -> None:
                      machine_models=("X1", "X2", "X3", "X4"))
     again = passage_from_json(json.loads(json.dumps(shared.to_json())))
     assert again.machine_models == shared.machine_models and again.to_json() == shared.to_json()
+
+
+def test_the_kiosk_names_every_model_of_a_shared_source(vendor: tuple[Path, list[Row]], embedder: Any,
+                                                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import anyio
+    from textual.widgets import Input
+
+    from appliance.config import Settings
+    from appliance.engine import Engine
+    from appliance.engine.local import LocalClient
+    from appliance.ui.app import make_app
+    from appliance.ui.widgets.answer_view import AnswerView
+    from kb.versions import VersionStore
+
+    home, rows = vendor
+    monkeypatch.setenv("SHIFU_HOME", str(home))
+    settings = Settings()
+    settings.model.enabled = False
+    settings.general.lang = "en"
+    engine = Engine(settings, VersionStore(home / "kb"), embedder=embedder)
+    app = make_app(settings, LocalClient(engine), clock=lambda: "12:00:00", watch_alarms=False,
+                   machine_file=tmp_path / "machine.json")
+    shown: dict[str, str] = {}
+
+    async def run() -> None:
+        async with app.run_test(size=(160, 60)) as pilot:
+            app.query_one("#query", Input).value = "heatbed temperature above its limit, check the heatbed connector"
+            await pilot.press("enter")
+            view: Any = app.query_one(AnswerView)
+            for _ in range(1200):
+                if view.state is not None and view.state.answer is not None:
+                    break
+                await pilot.pause(0.05)
+            shown.update(view.shown)
+
+    try:
+        anyio.run(run)
+    finally:
+        engine.close()
+    first = shown["sources"].splitlines()[1]  # under the heading
+    assert first.startswith("[1] error-codes.yaml") and first.endswith(f"[{', '.join(sorted(MODELS))}]"), first

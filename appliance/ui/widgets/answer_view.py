@@ -368,7 +368,9 @@ class AnswerView(VerticalScroll, can_focus=False):
         rows: Rows = []
         for p in state.passages:
             page = f" ({label(self.lang, 'page')} {p.page})" if p.page else ""
-            rows.append((f"[{p.n}]", Text(f"{p.source} > {p.section}{page}")))
+            # One text shared by several machine models is one source naming them all.
+            models = f" [{', '.join(p.machine_models)}]" if len(p.machine_models) > 1 else ""
+            rows.append((f"[{p.n}]", Text(f"{p.source} > {p.section}{page}{models}")))
         return [_heading(label(self.lang, "sources")), rows]
 
 
