@@ -138,6 +138,8 @@ def intake_checks(settings: Settings) -> list[tuple[str, bool, str]]:
                 counts.get(k) for k in ("acknowledged", "ack_refused", "ack_failed")):
             detail += (f"; acknowledged {counts.get('acknowledged', 0)}, refused {counts.get('ack_refused', 0)}, "
                        f"failed {counts.get('ack_failed', 0)}")
+        if counts.get("unknown_alias"):  # Sparkplug DATA naming aliases no birth defined: alarms may be missed
+            detail += f"; {counts['unknown_alias']} Sparkplug metrics of unknown alias (waiting for a birth)"
         if item.get("last_error") and item.get("state") != "connected":
             detail += f"; last error: {item['last_error']}"
         if stale:
