@@ -136,8 +136,13 @@ def _literal(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+_OPEN = '{"s": '
+
+
 def _step_json(quote: Quote) -> str:
-    return json.dumps(quote.item(), ensure_ascii=False)
+    text = json.dumps(quote.item(), ensure_ascii=False)
+    assert text.startswith(_OPEN)
+    return text
 
 
 @lru_cache(maxsize=128)
@@ -148,9 +153,11 @@ def grammar(quotes: tuple[Quote, ...], summary: bool = True) -> str:
     lines = [
         'root ::= "{\\"steps\\": [" step (", " step){0,' + str(MAX_STEPS - 1)
         + '} "], \\"summary\\": \\"" summary "\\"}"',
-        "step ::= " + " | ".join(f"q{q.n}" for q in quotes),
+        # The shared opening is written once: llama.cpp advances one parse stack per open alternative,
+        # so 40 alternatives that all start alike would cost 40 stacks for every token of it.
+        'step ::= "{\\"s\\": " (' + " | ".join(f"q{q.n}" for q in quotes) + ")",
     ]
-    lines.extend(f"q{q.n} ::= {_literal(_step_json(q))}" for q in quotes)
+    lines.extend(f"q{q.n} ::= {_literal(_step_json(q)[len(_OPEN):])}" for q in quotes)
     lines.append(f'summary ::= sc{{0,{SUMMARY_CHARS}}}' if summary else 'summary ::= ""')
     lines.append(r'sc ::= [^"\\{}\[\]\x00-\x1f]')
     return "\n".join(lines) + "\n"
