@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from appliance.engine.types import Event, Query
@@ -121,6 +122,38 @@ class FeedbackSaved:
     def from_json(cls, data: Mapping[str, Any]) -> FeedbackSaved:
         ack = data.get("acknowledgement")
         return cls(int(data["id"]), Acknowledgement.from_json(ack) if ack else None)
+
+
+@dataclass(frozen=True)
+class FloorReport:
+    """The technician screen's figures for a period (local dates, both inclusive), from
+    `appliance.report.figures`: the Pareto of codes, the repeat offenders and the KB's gaps."""
+
+    first: str
+    last: str
+    pareto: tuple[tuple[str, int, float], ...] = ()
+    """(code, count, cumulative share), most frequent first: alarms and questions together."""
+    repeats: tuple[tuple[str, str, int, int], ...] = ()
+    """(machine id, code, repeats within the window, fixes that did not hold), worst first."""
+    gaps: tuple[tuple[str, int], ...] = ()
+    """(an example question, how many asked it in similar words): nothing relevant was found."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"first": self.first, "last": self.last,
+                "pareto": [{"code": c, "count": n, "cumulative_share": s} for c, n, s in self.pareto],
+                "repeats": [{"machine_id": m, "code": c, "repeats": r, "fixes_not_held": f}
+                            for m, c, r, f in self.repeats],
+                "gaps": [{"example_query": q, "count": n} for q, n in self.gaps]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FloorReport:
+        return cls(
+            str(data["first"]), str(data["last"]),
+            tuple((str(r["code"]), int(r["count"]), float(r["cumulative_share"])) for r in data.get("pareto") or ()),
+            tuple((str(r["machine_id"]), str(r["code"]), int(r["repeats"]), int(r["fixes_not_held"]))
+                  for r in data.get("repeats") or ()),
+            tuple((str(r["example_query"]), int(r["count"])) for r in data.get("gaps") or ()),
+        )
 
 
 @dataclass(frozen=True)
@@ -248,6 +281,10 @@ class EngineClient(Protocol):
 
     def machines(self) -> list[Machine]:
         """The plant's machines in the active KB, by id."""
+        ...
+
+    def floor_report(self, first: date, last: date) -> FloorReport:
+        """The technician screen's figures from `first` to `last` (local dates, inclusive)."""
         ...
 
     def warm(self) -> EngineStatus:

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from appliance.engine.client import (
     DenseState,
     EngineStatus,
     FeedbackSaved,
+    FloorReport,
     Machine,
     NotFoundError,
     Verdict,
@@ -36,6 +38,8 @@ from kb.errors import InputError, KBError, ShifuError
 from kb.reader import KnowledgeBase
 from kb.repair import check_index
 
+FLOOR_ROWS = 10
+"""Rows of each figure on the technician screen (the report has them all)."""
 
 class LocalClient:
     """The in-process implementation of `EngineClient`."""
@@ -104,6 +108,24 @@ class LocalClient:
             "SELECT machine_id, machine_model, line, location FROM machines ORDER BY machine_id"
         ).fetchall()
         return [Machine(str(r[0]), str(r[1] or ""), str(r[2] or ""), str(r[3] or "")) for r in rows]
+
+    def floor_report(self, first: date, last: date) -> FloorReport:
+        from appliance.report import figures
+        from appliance.report.data import Period, load
+
+        try:
+            kb_dir: Path | None = self.engine.kb().dir
+        except ShifuError:
+            kb_dir = None
+        store = self.engine.opstore
+        data = load(store.path if store is not None else None, kb_dir, Period(first, last))
+        repeats = sorted((r for r in figures.repeats(data) if r.repeats), key=lambda r: (-r.repeats, r.machine_id, r.code))
+        return FloorReport(
+            first.isoformat(), last.isoformat(),
+            pareto=tuple(figures.pareto_by_code(figures.pareto(data))[:FLOOR_ROWS]),
+            repeats=tuple((r.machine_id, r.code, r.repeats, r.fixes_not_held) for r in repeats[:FLOOR_ROWS]),
+            gaps=tuple((g.example_query, g.count) for g in figures.gaps(data)[:FLOOR_ROWS]),
+        )
 
     # -- status ----------------------------------------------------------------------------
     def warm(self) -> EngineStatus:

@@ -35,6 +35,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from copy import deepcopy
+from datetime import date
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -320,6 +321,16 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
     def machines() -> Any:
         """The plant's machines in the active KB (id, model, line, location), by id."""
         return [m.to_json() for m in local.machines()]
+
+    @app.get("/v1/report/floor", dependencies=guarded, tags=["report"], responses=ERRORS)
+    def floor_report(
+        first: Annotated[date, Query(description="First day (local date, inclusive).")],
+        last: Annotated[date, Query(description="Last day (local date, inclusive).")],
+    ) -> Any:
+        """The technician screen's figures: Pareto of codes, repeat offenders, knowledge-base gaps."""
+        if last < first:
+            raise InputError(f"last ({last}) is before first ({first})")
+        return local.floor_report(first, last).to_json()
 
     # -- ask -----------------------------------------------------------------------------
     ask_responses: dict[int | str, dict[str, Any]] = {

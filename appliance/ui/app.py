@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import cast
 
@@ -103,8 +104,10 @@ class KioskApp(App[None]):
         pin_path: Path | None = None,
         watch_alarms: bool = True,
         machine_file: Path | None = None,
+        today: Callable[[], date] = date.today,
     ) -> None:
         super().__init__()
+        self.today = today
         self.settings = settings
         self.client = client
         self.kiosk_mode = settings.kiosk.kiosk_mode if kiosk_mode is None else kiosk_mode
@@ -554,7 +557,8 @@ class KioskApp(App[None]):
 
     def _pin_done(self, ok: bool | None) -> None:
         if ok:
-            self.push_screen(TechnicianScreen(self.lang, self.settings, self.client, self.status, self.monotonic))
+            self.push_screen(TechnicianScreen(self.lang, self.settings, self.client, self.status, self.monotonic,
+                                              self.today))
 
 
 def make_app(
@@ -567,9 +571,10 @@ def make_app(
     pin_path: Path | None = None,
     watch_alarms: bool = True,
     machine_file: Path | None = None,
+    today: Callable[[], date] = date.today,
 ) -> KioskApp:
     """Build the kiosk app over `client` (`LocalClient(engine)` or `RemoteEngine(url, ...)`); tests inject
-    clocks, the PIN file and whether alarms are watched."""
+    clocks (and the date the technician screen's figures count from), the PIN file and whether alarms are watched."""
     return KioskApp(
         settings,
         client,
@@ -579,4 +584,5 @@ def make_app(
         pin_path=pin_path,
         watch_alarms=watch_alarms,
         machine_file=machine_file,
+        today=today,
     )

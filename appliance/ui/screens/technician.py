@@ -1,23 +1,27 @@
 """Technician mode: KB, model, serial and database status, and the only way out of the app.
 
-Logs out by itself after `technician_idle_s` seconds without a key press. Bundle import,
-rollback and export are wired in here when the bundle feature lands.
+Logs out by itself after `technician_idle_s` seconds without a key press. F2 shows the
+status; F3, F4 and F5 the floor's figures for today, this week and this month (the Pareto of
+codes as a terminal chart, the repeat offenders, the questions the knowledge base could not
+answer), read through the client protocol, so a thin-client kiosk shows the server's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date, timedelta
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
+from textual_plotext import PlotextPlot
 
 from appliance.config import Settings
-from appliance.engine.client import EngineClient, EngineStatus
+from appliance.engine.client import EngineClient, EngineStatus, FloorReport
 from appliance.ui.labels import label
 from appliance.ui.status import serial_ports
 
@@ -33,12 +37,21 @@ class TechnicianScreen(Screen[None]):
         Binding("escape", "logout", show=False),
         Binding("f9", "logout", show=False),
         Binding("f10", "exit_app", show=False),
+        Binding("f2", "page('status')", show=False),
+        Binding("f3", "page('today')", show=False),
+        Binding("f4", "page('week')", show=False),
+        Binding("f5", "page('month')", show=False),
     ]
 
     def __init__(
-        self, lang: str, settings: Settings, client: EngineClient, status: EngineStatus, clock: Callable[[], float]
+        self, lang: str, settings: Settings, client: EngineClient, status: EngineStatus, clock: Callable[[], float],
+        today: Callable[[], date] = date.today,
     ) -> None:
         super().__init__()
+        self.today = today
+        self.page = "status"
+        self.floor: FloorReport | None = None
+        """The figures on screen (None until the page's figures have been read)."""
         self.lang = lang
         self.settings = settings
         self.client = client
@@ -52,6 +65,10 @@ class TechnicianScreen(Screen[None]):
         yield Static(id="tech-title")
         with VerticalScroll(id="tech-body"):
             yield Static(id="tech-info")
+            with Vertical(id="tech-floor"):
+                yield Static(id="tech-floor-head")
+                yield PlotextPlot(id="tech-pareto")
+                yield Static(id="tech-floor-text")
         yield Static(id="tech-keys")
 
     def on_mount(self) -> None:
@@ -60,6 +77,7 @@ class TechnicianScreen(Screen[None]):
             Text.assemble((label(self.lang, "tech_title"), "bold"), "   ", label(self.lang, "tech_idle", seconds=idle))
         )
         self.query_one("#tech-keys", Static).update(Text(label(self.lang, "tech_keys"), style="bold"))
+        self.query_one("#tech-floor").display = False
         self.draw()
         self.set_interval(1.0, self.check_idle)
         self.refresh_status()
@@ -115,6 +133,78 @@ class TechnicianScreen(Screen[None]):
             text.append(f"  {s.opstore_error}\n", style="bold red")
         text.append("  " + ", ".join(f"{k} {v}" for k, v in s.opstore_counts.items()) + "\n")
         text.append(f"\n{label(lang, 'tech_bundle')}\n", style="italic")
+        return text
+
+    # -- the floor's figures ---------------------------------------------------------------
+    def period(self, page: str) -> tuple[date, date]:
+        """Today, this week (from Monday) or this month (from the 1st), up to today."""
+        today = self.today()
+        if page == "week":
+            return today - timedelta(days=today.weekday()), today
+        if page == "month":
+            return today.replace(day=1), today
+        return today, today
+
+    def action_page(self, page: str) -> None:
+        self.page = page
+        floor = page != "status"
+        self.query_one("#tech-info").display = not floor
+        self.query_one("#tech-floor").display = floor
+        if floor:
+            self.floor = None
+            self.query_one("#tech-floor-head", Static).update(Text(label(self.lang, "floor_loading"), style="italic"))
+            self.load_floor(page, *self.period(page))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="floor")
+    def load_floor(self, page: str, first: date, last: date) -> None:
+        try:
+            report = self.client.floor_report(first, last)
+        except Exception as error:  # a broken database or a server down: say so, stay in the screen
+            self.app.call_from_thread(self._floor_failed, page, str(error))
+            return
+        self.app.call_from_thread(self._floor_loaded, page, report)
+
+    def _floor_failed(self, page: str, message: str) -> None:
+        if page == self.page:
+            self.query_one("#tech-floor-head", Static).update(Text(label(self.lang, "failed", message=message),
+                                                                  style="bold red"))
+
+    def _floor_loaded(self, page: str, report: FloorReport) -> None:
+        if page != self.page:
+            return
+        self.floor = report
+        lang = self.lang
+        head = Text.assemble((label(lang, f"floor_{page}"), "bold underline"), f"  {report.first} – {report.last}\n",
+                             (label(lang, "floor_pareto"), "bold"))
+        self.query_one("#tech-floor-head", Static).update(head)
+        chart = self.query_one("#tech-pareto", PlotextPlot)
+        plt = chart.plt
+        plt.clear_data()
+        plt.clear_figure()
+        if report.pareto:
+            plt.bar([code for code, _, _ in report.pareto], [count for _, count, _ in report.pareto])
+        chart.display = bool(report.pareto)
+        chart.refresh()
+        self.query_one("#tech-floor-text", Static).update(self.describe_floor(report))
+
+    def describe_floor(self, report: FloorReport) -> Text:
+        lang = self.lang
+        text = Text()
+        if not report.pareto:
+            text.append(f"{label(lang, 'floor_none')}\n", style="italic")
+        for code, count, share in report.pareto:
+            text.append(f"  {code:<10} {count:>5}  {label(lang, 'floor_cumulative')} {share:.0%}\n")
+        text.append(f"\n{label(lang, 'floor_repeats')}\n", style="bold")
+        if not report.repeats:
+            text.append(f"  {label(lang, 'floor_none')}\n", style="italic")
+        for machine, code, repeats, not_held in report.repeats:
+            text.append(f"  {machine:<8} {code:<10} " + label(lang, "floor_repeat_row", repeats=repeats,
+                                                                 not_held=not_held) + "\n")
+        text.append(f"\n{label(lang, 'floor_gaps')}\n", style="bold")
+        if not report.gaps:
+            text.append(f"  {label(lang, 'floor_none')}\n", style="italic")
+        for example, count in report.gaps:
+            text.append(f"  {count:>4} × {example}\n")
         return text
 
     def on_key(self) -> None:
