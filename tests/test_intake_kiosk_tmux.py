@@ -59,8 +59,8 @@ reconnect_min_s = 0.2
     env = {**os.environ, "SHIFU_HOME": str(kb_home), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
            "SHIFU_MODEL__ENABLED": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "ANONYMIZED_TELEMETRY": "False"}
-    intake = subprocess.Popen([str(SHIFU), "intake", "--no-answers"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    log = (kb_home / "intake.log").open("w")
+    intake = subprocess.Popen([str(SHIFU), "intake", "--no-answers"], env=env, stdout=log, stderr=subprocess.STDOUT)
     socket = f"shifu-intake-test-{os.getpid()}"
     kiosk_env = " ".join(f"{k}={env[k]}" for k in ("SHIFU_HOME", "LANG", "LC_ALL", "SHIFU_MODEL__ENABLED",
                                                      "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "ANONYMIZED_TELEMETRY"))
@@ -68,9 +68,11 @@ reconnect_min_s = 0.2
                     f"env {kiosk_env} {SHIFU} kiosk --kiosk"], check=True)
     try:
         status = kb_home / "intake_status.json"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while not (status.exists() and json.loads(status.read_text())["inputs"][0]["state"] == "connected"):
-            assert time.monotonic() < deadline, "shifu intake did not connect to the OPC UA server"
+            assert intake.poll() is None, (kb_home / "intake.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "shifu intake did not connect to the OPC UA server:\n" + (
+                status.read_text() if status.exists() else "(no status file)") + (kb_home / "intake.log").read_text()[-3000:]
             time.sleep(0.1)
         _wait(socket, "v1", timeout=90)  # the kiosk is up (KB version in the status bar)
         assert "MC-01" not in _screen(socket)
@@ -94,4 +96,5 @@ reconnect_min_s = 0.2
         subprocess.run(["tmux", "-L", socket, "kill-server"], check=False)
         intake.terminate()
         intake.wait(20)
+        log.close()
         controller.close()
