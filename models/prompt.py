@@ -201,7 +201,7 @@ def data_text(text: str) -> str:
 def quotes(ctx: PromptContext) -> tuple[quote.Quote, ...]:
     """The numbered sentences a quote-mode answer may choose from (the prompt lists exactly these)."""
     return quote.candidates([data_text(step) for step in ctx.steps],
-                            [(p.n, data_text(p.text)) for p in ctx.passages])
+                            [(p.n, data_text(p.text)) for p in ctx.passages], PASSAGE_CHARS)
 
 
 def user_message(ctx: PromptContext) -> str:

@@ -106,8 +106,14 @@ def _key(text: str) -> str:
     return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
 
 
-def candidates(steps: Sequence[str], passages: Sequence[tuple[int, str]]) -> tuple[Quote, ...]:
-    """The numbered sentences of the standard steps, then of each passage (n, text), repeats left out."""
+def candidates(steps: Sequence[str], passages: Sequence[tuple[int, str]],
+               passage_chars: int | None = None) -> tuple[Quote, ...]:
+    """The numbered sentences of the standard steps, then of each passage (n, text), repeats left out.
+
+    With `passage_chars`, only the sentences within a passage's first `passage_chars` characters
+    (what the free layout shows of it): the prompt stays as long as free mode's, and so does the
+    time each decoded token takes.
+    """
     quotes: list[Quote] = []
     seen: set[str] = set()
 
@@ -123,9 +129,10 @@ def candidates(steps: Sequence[str], passages: Sequence[tuple[int, str]]) -> tup
         for sentence in split_sentences(step):
             add(sentence, 0)
     for number, text in passages:
-        taken = 0
+        taken = used = 0
         for sentence in split_sentences(text):
-            if taken >= PER_PASSAGE:
+            used += len(sentence) + 1
+            if taken >= PER_PASSAGE or (passage_chars is not None and used > passage_chars + 1):
                 break
             taken += add(sentence, number)
     return tuple(quotes)
