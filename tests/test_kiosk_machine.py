@@ -234,3 +234,32 @@ async def test_two_codes_in_one_entry_are_a_question(no_model: Engine, tmp_path:
         await pilot.press("f7")
         await wait_for(pilot, lambda: view(app).state.answer is not None and view(app).state.answer is not answer)
         assert view(app).state.answer.code.code == "A03"
+
+
+# -- what became of acknowledging an OPC UA alarm ------------------------------------------------
+@pytest.mark.parametrize(("state", "shown"), [("acknowledged", "Acknowledged on the machine's controller"),
+                                              ("refused", "BadConditionBranchAlreadyAcked")])
+async def test_fixed_press_shows_the_controllers_acknowledgement(no_model: Engine, tmp_path: Path, state: str,
+                                                                 shown: str) -> None:
+    """The real engine and database; only the acknowledgement's outcome is scripted (the OPC UA
+    round trip itself is tested against a real server in test_opcua_ack.py)."""
+    from appliance.engine.client import Acknowledgement, FeedbackSaved, Verdict
+    from appliance.ui.app import make_app
+
+    class Acknowledging(LocalClient):
+        def feedback(self, audit_id: int, verdict: Verdict, operator: str = "",
+                     alarm_id: int | None = None) -> FeedbackSaved:
+            saved = super().feedback(audit_id, verdict, operator, alarm_id)
+            detail = "" if state == "acknowledged" else "BadConditionBranchAlreadyAcked: already acknowledged"
+            return FeedbackSaved(saved.id, Acknowledgement(1, state, detail, "Shifu: fixed",  # type: ignore[arg-type]
+                                                           "opc.tcp://127.0.0.1:4840"))
+
+    no_model.settings.general.lang = "en"
+    app = make_app(no_model.settings, Acknowledging(no_model), clock=lambda: "12:00:00", watch_alarms=False,
+                   machine_file=tmp_path / "m.json")
+    async with app.run_test(size=(100, 32)) as pilot:
+        await ready(pilot)
+        await ask(pilot, "A01")
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: shown in notes(app))
+        assert "opc.tcp://127.0.0.1:4840" in notes(app)

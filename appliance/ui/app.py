@@ -474,14 +474,21 @@ class KioskApp(App[None]):
         try:
             if audit_id is None:
                 raise ShifuError("this answer has no audit record (the audit log could not be written); ask again")
-            self.client.feedback(audit_id, cast(Verdict, verdict), self.operator, alarm_id=alarm)
+            saved = self.client.feedback(audit_id, cast(Verdict, verdict), self.operator, alarm_id=alarm)
         except Exception as error:
             self.call_from_thread(self.notify, label(lang, "fb_failed", error=error), severity="error")
             return
         text = label(lang, "fb_saved", verdict=name)
         if verdict == "call_technician":
             text += "\n" + label(lang, "call_sent")
-        self.call_from_thread(self.notify, text)
+        ack = saved.acknowledgement
+        if ack is None:
+            self.call_from_thread(self.notify, text)
+            return
+        # The alarm's OPC UA server was told (or not): the operator sees which, never silence.
+        text += "\n" + label(lang, f"ack_{ack.state}", endpoint=ack.endpoint, detail=ack.detail)
+        self.call_from_thread(self.notify, text, severity="information" if ack.state == "acknowledged" else "warning",
+                              timeout=10)
 
     # -- language, clearing, scrolling -----------------------------------------------------
     def action_switch_lang(self) -> None:
