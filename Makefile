@@ -56,7 +56,7 @@ $(STAMP): pyproject.toml Makefile
 	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
 		$(BIN)/pip wheel --quiet --no-cache-dir --no-deps -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
 	$(BIN)/pip install --quiet --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-*.whl
-	$(BIN)/pip install --quiet -e '.[dev,finetune]'
+	$(BIN)/pip install --quiet -e '.[dev,finetune,bench]'
 	touch $(STAMP)
 
 sample-kb: $(STAMP)

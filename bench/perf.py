@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "kb" / "sample"
-DECODE_TOKENS = 48  # tokens decoded per engine-vs-raw comparison
 CODES = ["A01", "A03", "E-203", "e 203", "AL-1001", "SP-101", "E-001", "A07", "ATC-03", "E-206", "P-01", "a05"]
 MACHINES = {"A": "CV-01", "E": "IM-01", "S": "MC-01", "P": "CV-02"}
 
@@ -67,7 +65,17 @@ class Bench:
         problem = self.engine.warm()
         if problem:
             raise SystemExit(f"engine not ready: {problem}")
-        self.backend: Any = self.engine.backend()
+        from appliance.llm.following import FollowingBackend
+        from bench.capture import Recorder
+
+        shared: Any = self.engine.backend()
+        inner = shared._current if isinstance(shared, FollowingBackend) else shared
+        # Every answer passes through the recorder, so the raw and prompt-lookup sides can replay
+        # exactly what the engine sent the model (bench.capture).
+        self.recorder = Recorder(inner)
+        self.engine.set_backend(self.recorder)
+        self.backend: Any = self.recorder
+        self.evalset = REPO / "tests" / "data" / "evalset.jsonl"
         self.log(f"setup done in {time.perf_counter() - started:.1f}s")
 
     def query(self, text: str, lang: str = "en", priority: int = 0) -> Any:
@@ -96,14 +104,17 @@ class Bench:
 
     # -- 2. retrieval at 1k / 10k / 50k ----------------------------------------------------------
     def retrieval(self) -> None:
+        """Real MiniLM embeddings of manual-like chunks (bench.retrieval_bench.build_synthetic)."""
         from bench.retrieval_bench import build_synthetic, measure_queries
 
         embedder = self.engine.embedder
         assert embedder is not None
+        pool = 1000 if self.quick else 3000
+        self.results["retrieval_embedded_chunks"] = pool
         for size in (1000, 10000, 50000):
             root = self.tmp / f"r{size}"
             root.mkdir()
-            version_dir, info = build_synthetic(root, size, embedder.model_id, embedder.dim)
+            version_dir, info = build_synthetic(root, size, embedder.model_id, embedder.dim, embedder, pool)
             latency = measure_queries(version_dir, embedder, 20 if self.quick else 60)
             label = f"{size // 1000}k"
             self.results[f"retrieval_p50_ms_{label}"] = latency["hybrid"]["p50_ms"]
@@ -112,87 +123,32 @@ class Bench:
             shutil.rmtree(root, ignore_errors=True)
             self.log(f"retrieval {label}: {latency['hybrid']}")
 
-    # -- 3/4. engine vs raw llama-cpp-python; prefix reuse --------------------------------------
+    # -- 3/4. engine vs raw llama-cpp-python (bench.fair); prefix reuse ---------------------------
     def _engine_run(self, text: str, limit: int | None = None) -> tuple[float, float, int]:
-        """(time to first token ms, decode tokens/s, tokens); stops after `limit` tokens."""
-        from appliance.engine import Token
+        """(time to first token ms from submitting, decode tokens/s, tokens); stops after `limit` tokens."""
+        from bench.fair import engine_run
 
-        started = time.perf_counter()
-        first = last = 0.0
-        count = 0
-        stream = self.engine.stream(self.query(text), debug_tokens=True)
-        for event in stream:
-            if isinstance(event, Token):
-                now = time.perf_counter()
-                if count == 0:
-                    first = now
-                last = now
-                count += 1
-                if limit is not None and count >= limit:
-                    break
-        stream.close()
-        return (first - started) * 1000, (count - 1) / (last - first) if count > 1 and last > first else 0.0, count
-
-    def _raw_run(self, llm: Any, tokens: list[int], grammar: Any, max_tokens: int) -> tuple[float, float, int]:
-        started = time.perf_counter()
-        first = last = 0.0
-        count = 0
-        # The engine's sampling settings, so both sides decode the same tokens.
-        for piece in llm.create_completion(tokens, max_tokens=max_tokens, temperature=self.settings.model.temperature,
-                                           repeat_penalty=self.settings.model.repeat_penalty, seed=self.settings.model.seed,
-                                           grammar=grammar, stream=True, stop=["<|im_end|>"]):
-            if piece["choices"][0].get("text"):
-                now = time.perf_counter()
-                if count == 0:
-                    first = now
-                last = now
-                count += 1
-        return (first - started) * 1000, (count - 1) / (last - first) if count > 1 and last > first else 0.0, count
+        run = engine_run(self, text, limit)
+        return run["submit_ttft_ms"], run["tok_s"], int(run["tokens"])
 
     def engine_vs_raw(self) -> None:
-        from llama_cpp import Llama, LlamaGrammar
+        from bench.fair import engine_vs_raw
 
-        from models import prompt
+        engine_vs_raw(self)
 
-        self.engine.use_cache = False
-        base = self.backend.base
-        raw = Llama(model_path=str(base.path), n_ctx=self.backend.n_ctx, n_threads=self.backend.n_threads,
-                    n_gpu_layers=self.backend.n_gpu_layers, seed=1234, verbose=False)
-        queries = ["A03", "AL-1001", "E-203", "SP-101"]
-        if not self.quick:
-            queries += ["A07", "E-206", "ATC-03", "AL-1004"]
-        engine_ttft, engine_tps, raw_ttft, raw_tps = [], [], [], []
-        for i, text in enumerate(queries):
-            # The prompt the engine builds for this query, fed to raw llama-cpp-python as tokens.
-            ctx = self.engine.context_for(self.query(text))
-            tokens = raw.tokenize(prompt.chatml(prompt.messages(ctx)).encode(), add_bos=False, special=True)
-            schema = prompt.answer_schema(len(ctx.passages))
-            grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-            # Same state on both sides: the system prefix is cached from the previous query.
-            # Who goes first alternates, so a slow spell of this noisy machine hits both sides.
-            if i % 2 == 0:
-                t, s, n = self._engine_run(text, limit=DECODE_TOKENS)
-                engine_ttft.append(t)
-                engine_tps.append(s)
-                t, s, _ = self._raw_run(raw, tokens, grammar, n)
-                raw_ttft.append(t)
-                raw_tps.append(s)
-            else:
-                t, s, _ = self._raw_run(raw, tokens, grammar, DECODE_TOKENS)
-                raw_ttft.append(t)
-                raw_tps.append(s)
-                t, s, _ = self._engine_run(text, limit=DECODE_TOKENS)
-                engine_ttft.append(t)
-                engine_tps.append(s)
-            self.log(f"{text}: engine ttft {engine_ttft[-1]:.0f} ms {engine_tps[-1]:.1f} tok/s; "
-                     f"raw ttft {raw_ttft[-1]:.0f} ms {raw_tps[-1]:.1f} tok/s")
-        raw.close()
-        self.results["engine_ttft_ms"] = round(statistics.median(engine_ttft), 1)
-        self.results["raw_ttft_ms"] = round(statistics.median(raw_ttft), 1)
-        self.results["engine_decode_tok_s"] = round(statistics.median(engine_tps), 2)
-        self.results["raw_decode_tok_s"] = round(statistics.median(raw_tps), 2)
-        self.results["decode_ratio_vs_raw"] = round(statistics.median(engine_tps) / statistics.median(raw_tps), 3)
-        self.results["ttft_ratio_vs_raw"] = round(statistics.median(engine_ttft) / statistics.median(raw_ttft), 3)
+    def peer(self) -> None:
+        """LlamaIndex on the same GGUF, embeddings and documents (bench/peer.py, the `bench` extra)."""
+        try:
+            from bench.peer import compare
+        except ImportError as error:
+            self.log(f"peer not measured: {error} (pip install -e '.[bench]')")
+            return
+        compare(self, 2)
+
+    def query_classes(self) -> None:
+        from bench.fair import query_classes
+
+        query_classes(self, 3)
 
     def prefix_reuse(self) -> None:
         from models import prompt
@@ -231,28 +187,9 @@ class Bench:
 
     # -- 6. operator first; kiosk start and memory ----------------------------------------------
     def operator_under_load(self) -> None:
-        self.engine.use_cache = False
-        idle = [self._engine_run(t, limit=1)[0] for t in ("A02", "E-204")]
-        stop = threading.Event()
+        from bench.fair import operator_under_load
 
-        def alarms() -> None:
-            codes = ["A04", "A06", "A08", "E-205", "E-207", "AL-1002"]
-            i = 0
-            while not stop.is_set():
-                self.engine.answer(self.query(codes[i % len(codes)], priority=1))
-                i += 1
-
-        workers = [threading.Thread(target=alarms, daemon=True) for _ in range(3)]
-        for worker in workers:
-            worker.start()
-        time.sleep(2.0)  # let the alarm answers occupy the model
-        loaded = [self._engine_run(t, limit=1)[0] for t in ("A02", "E-204")]
-        stop.set()
-        for worker in workers:
-            worker.join(timeout=600)
-        self.results["operator_ttft_idle_ms"] = round(statistics.median(idle), 1)
-        self.results["operator_ttft_under_alarm_load_ms"] = round(statistics.median(loaded), 1)
-        self.results["operator_ttft_under_alarm_load_ratio"] = round(statistics.median(loaded) / statistics.median(idle), 3)
+        operator_under_load(self)
 
     def kiosk(self) -> None:
         if shutil.which("tmux") is None:
@@ -284,36 +221,16 @@ class Bench:
         self.results["kiosk_ready_s"] = round(ready, 2) if ready is not None else None
         self.results["kiosk_rss_mb"] = rss
 
-    # -- 7. naive RAG baseline ------------------------------------------------------------------
-    def naive_rag(self) -> None:
-        """Always the model, no code table, no caches, context stuffed with the top passages."""
-        from appliance.engine import CodeFound, Done
+    # -- 7. prompt-lookup decoding; the memory-bandwidth ceiling ----------------------------------
+    def spec_decode(self) -> None:
+        from bench.spec_steps import spec_decode
 
-        llm = self.backend.llama
-        kb = self.engine.kb()
-        naive_full, shifu_proc, shifu_full = [], [], []
-        self.engine.use_cache = False
-        for text in ["A03", "SP-101"] if self.quick else ["A03", "E-203", "SP-101", "A07", "E-206", "AL-1004"]:
-            started = time.perf_counter()
-            passages = kb.search(text, 8).passages
-            context = "\n\n".join(f"{p.section}\n{p.text}" for p in passages)
-            naive_prompt = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-                            f"Context:\n{context}\n\nQuestion: How do I fix error {text}? List the steps."
-                            "<|im_end|>\n<|im_start|>assistant\n")
-            llm.reset()
-            llm.create_completion(naive_prompt, max_tokens=256, temperature=0.0, stop=["<|im_end|>"])
-            naive_full.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            for event in self.engine.stream(self.query(text)):
-                if isinstance(event, CodeFound):
-                    shifu_proc.append(time.perf_counter() - started)
-                if isinstance(event, Done):
-                    shifu_full.append(time.perf_counter() - started)
-        self.results["naive_rag_full_s"] = round(statistics.median(naive_full), 3)
-        self.results["shifu_procedure_s"] = round(statistics.median(shifu_proc), 4)
-        self.results["shifu_full_s"] = round(statistics.median(shifu_full), 3)
-        self.results["naive_rag_speedup_to_procedure"] = round(statistics.median(naive_full) / statistics.median(shifu_proc), 1)
-        self.results["naive_rag_speedup_to_answer"] = round(statistics.median(naive_full) / statistics.median(shifu_full), 3)
+        spec_decode(self)
+
+    def bandwidth(self) -> None:
+        from bench.spec_steps import bandwidth
+
+        bandwidth(self)
 
     def quote_mode(self) -> None:
         from bench.quote_bench import measure
@@ -330,6 +247,8 @@ TARGETS = {
     "retrieval_p95_ms_50k": ("<=", 60),
     "decode_ratio_vs_raw": (">=", 0.95),
     "ttft_ratio_vs_raw": ("<=", 1.1),
+    "ttft_samples": (">=", 20),
+    "operator_load_samples": (">=", 10),
     "prefix_reevaluated_tokens": ("<=", 0),
     "cache_hit_p95_ms": ("<=", 20),
     "quote_grammar_build_p95_ms": ("<=", 50),
@@ -344,12 +263,16 @@ def run(quick: bool, gpu: bool, out: Path | None) -> dict[str, Any]:
 
         if not lib.llama_supports_gpu_offload():
             raise SystemExit("--gpu: this llama-cpp-python build has no GPU offload (install the CUDA build)")
+    from bench.machine import facts
+
     bench = Bench(quick, gpu, log)
+    bench.results.update(facts())
     started = time.perf_counter()
     try:
         bench.setup()
         for step in (bench.code_to_procedure, bench.cache, bench.prefix_reuse, bench.engine_vs_raw,
-                     bench.operator_under_load, bench.naive_rag, bench.kiosk, bench.retrieval, bench.quote_mode):
+                     bench.peer, bench.query_classes, bench.spec_decode, bench.bandwidth, bench.operator_under_load,
+                     bench.kiosk, bench.retrieval, bench.quote_mode):
             step_start = time.perf_counter()
             step()
             log(f"{step.__name__}: {time.perf_counter() - step_start:.1f}s")
@@ -366,8 +289,10 @@ def run(quick: bool, gpu: bool, out: Path | None) -> dict[str, Any]:
             ok = value <= target[1] if target[0] == "<=" else value >= target[1]
             verdict = f"{target[0]} {target[1]}  {'ok' if ok else 'MISSED'}"
         print(f"{key:40} {value!s:>12}  {verdict}")
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2))
-        print(f"wrote {out}")
+    # Every run leaves its figures: the file asked for, else bench/results/last_run.json (not committed;
+    # the README's table comes from the committed bench/results/perf.json, see bench/readme_table.py).
+    out = out or REPO / "bench" / "results" / "last_run.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
     return results

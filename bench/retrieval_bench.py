@@ -79,8 +79,26 @@ def build_real(root: Path, n: int, embedder: Any) -> tuple[Path, dict[str, Any]]
                                   "chunks_per_s": round(report.chunks / seconds, 1), "vectors": "real"}
 
 
-def build_synthetic(root: Path, n: int, model_id: str, dim: int) -> tuple[Path, dict[str, Any]]:
-    """A KB version of n synthetic chunks with random unit vectors, via kb.build's writers."""
+_EMBEDDED: dict[str, Any] = {}
+
+
+def _embedded(embedder: Any, texts: list[str]) -> Any:
+    """Embeddings of texts, kept between sizes (synthetic_chunks(n) is a prefix of synthetic_chunks(m > n))."""
+    known = _EMBEDDED.get("texts", [])
+    if len(known) >= len(texts) and known[: len(texts)] == texts:
+        return _EMBEDDED["vectors"][: len(texts)]
+    vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
+    _EMBEDDED.update(texts=texts, vectors=vectors)
+    return vectors
+
+
+def build_synthetic(root: Path, n: int, model_id: str, dim: int, embedder: Any = None,
+                    pool: int = 3000) -> tuple[Path, dict[str, Any]]:
+    """A KB version of n synthetic chunks via kb.build's writers. With `embedder`, real embeddings:
+    the first `pool` chunks are embedded by the model; each further chunk is a paraphrase of one of
+    them (its sentences in another order, another reference) whose vector is that chunk's embedding
+    moved by noise to a cosine of about 0.95, about what the model gives such a reordering. Without
+    an embedder, random unit vectors."""
     from kb.build import _Collected, _write_db, build_dense_index
     from kb.ingest.chunking import chunk_id, detect_lang
     from kb.store.migrate import connect
@@ -92,12 +110,31 @@ def build_synthetic(root: Path, n: int, model_id: str, dim: int) -> tuple[Path, 
     version_dir = store.path(1)
     version_dir.mkdir()
     data = _Collected()
-    for ordinal, (source, section, text) in enumerate(synthetic_chunks(n)):
+    texts = synthetic_chunks(min(n, pool) if embedder is not None else n)
+    if embedder is not None:
+        rng_text = random.Random(11)
+        for i in range(len(texts), n):
+            source, section, text = texts[i % pool]
+            body = text.rsplit(" (ref ", 1)[0]
+            parts = re.split(r"(?<=[.!?。！？])\s+", body)
+            rng_text.shuffle(parts)
+            texts.append((source, f"{section} variant {i // pool}", f"{' '.join(parts)} (ref {i})"))
+    for ordinal, (source, section, text) in enumerate(texts):
         data.chunks.append(Chunk(id=chunk_id(source, section, text), source=source, section=section, text=text,
                                  page=None, lang=detect_lang(text), ordinal=ordinal))
     data.names.append("synthetic")
     rng = np.random.default_rng(7)
-    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    embed_s = 0.0
+    if embedder is not None:
+        started = time.perf_counter()
+        base = _embedded(embedder, [t for _, _, t in texts[:pool]])
+        embed_s = time.perf_counter() - started
+        vectors = base[np.arange(n) % len(base)].copy()
+        noise = rng.standard_normal((n, dim)).astype(np.float32) * (0.33 / np.sqrt(dim))
+        noise[: len(base)] = 0.0
+        vectors += noise
+    else:
+        vectors = rng.standard_normal((n, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     db_path = version_dir / DB_NAME
     started = time.perf_counter()
@@ -114,8 +151,9 @@ def build_synthetic(root: Path, n: int, model_id: str, dim: int) -> tuple[Path, 
     seconds = time.perf_counter() - started
     (version_dir / COMPLETE_MARK).write_text(json.dumps({"version": 1}))
     store.activate(1)
+    kind = f"real embeddings of {min(n, pool)} chunks, paraphrased" if embedder is not None else "random"
     return version_dir, {"chunks": n, "build_s": round(seconds, 2), "sqlite_s": round(written_db, 2),
-                         "chunks_per_s": round(n / seconds, 1), "vectors": "synthetic (no embedding)"}
+                         "embed_s": round(embed_s, 1), "chunks_per_s": round(n / seconds, 1), "vectors": kind}
 
 
 def measure_queries(version_dir: Path, embedder: Any, rounds: int) -> dict[str, dict[str, float]]:
