@@ -133,3 +133,16 @@ def test_the_root_step_unit_verifies_and_its_exposure(tmp_path: Path) -> None:
     for service in ("shifu-kiosk.service", "shifu-serve.service", "shifu-intake.service"):
         lines = (units / service).read_text().splitlines()
         assert f"Wants={unit}" in lines and f"After={unit}" in lines, service
+
+
+def test_doctor_shows_the_boot_steps_verify(registered: Path) -> None:
+    import json
+
+    from appliance.cli.main import cli
+    from models.registry import file_sha256
+
+    boot_step()
+    result = CliRunner().invoke(cli, ["doctor", "--json"])
+    verify = next(c for c in json.loads(result.output)["checks"] if c["name"] == "verify")
+    assert verify["ok"] and f"plant-base sha256 {file_sha256(registered)[:16]} ok" in verify["detail"], verify
+    assert "never verified" not in verify["detail"] and "earlier boot" not in verify["detail"]

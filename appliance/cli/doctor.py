@@ -37,7 +37,12 @@ def _verify_check(active_base: str, active_adapter: str) -> tuple[bool, str]:
     from models.registry import boot_id, load_verify_record
 
     pair = active_base + (f" + adapter {active_adapter}" if active_adapter else "")
-    record = load_verify_record(paths.state_dir() / VERIFY_RECORD)
+    # The manual verify's record, or the root boot step's (`shifu model verify --boot`), whichever
+    # is of this boot and later.
+    records = [r for r in (load_verify_record(paths.state_dir() / VERIFY_RECORD),
+                           load_verify_record(paths.boot_hash_file().parent / VERIFY_RECORD)) if r is not None]
+    records.sort(key=lambda r: (r.get("boot_id") == boot_id(), str(r.get("time", ""))))
+    record = records[-1] if records else None
     if record is None:
         return True, f"active pair {pair}: never verified; run `shifu model verify`"
     checks = {str(c.get("id")): c for c in record.get("checks", []) if isinstance(c, dict)}  # type: ignore[attr-defined]
