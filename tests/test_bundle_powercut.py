@@ -27,13 +27,13 @@ from pathlib import Path
 import pytest
 from conftest import require_tool
 from dropfs import materialize
-from test_bundle_crash import KILL_AFTER_PHASE, NEW_TITLE, assert_sound, new_bundle, signer
+from test_bundle_crash import KILL_AFTER_PHASE, NEW_TITLE, assert_sound, kb_model_bundle, new_bundle, signer
 from test_bundle_support import ORIGINAL_TITLE, context, trust
 
 from kb.bundle.importer import PHASES, recover
 from kb.versions import VersionStore
 
-__all__ = ["new_bundle", "signer"]  # module fixtures shared with the SIGKILL test
+__all__ = ["kb_model_bundle", "new_bundle", "signer"]  # module fixtures shared with the SIGKILL test
 DROPFS = Path(__file__).resolve().parent / "dropfs.py"
 
 
@@ -69,25 +69,46 @@ class DropFS:
 
 
 @pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("kind", ["kb", "kb+model"])
 def test_power_cut_after_each_phase_keeps_the_old_or_the_new_version(
-    phase: str, tmp_path: Path, built_home: Path, signer: Path, new_bundle: Path, fuse_ready: None
+    kind: str, phase: str, tmp_path: Path, built_home: Path, signer: Path, new_bundle: Path,
+    kb_model_bundle: Path, fuse_ready: None,
 ) -> None:
+    """KB bundle: the old or the new version. KB+model bundle: the KB and the active pair together,
+    and the registry never names a model file whose bytes did not survive."""
+    import tomllib
+
+    from models.registry import file_sha256
+
     backing, durable, after = tmp_path / "backing", tmp_path / "durable", tmp_path / "after"
     shutil.copytree(built_home, backing / "home", symlinks=True)
     trust(backing / "home", signer)
-    disk = DropFS(backing, tmp_path / "mnt", durable)
+    (backing / "home" / "models.toml").write_text('active_base = "smollm2-135m-instruct-q4_1"\nactive_adapter = ""\n')
+    before = (backing / "home" / "models.toml").read_bytes()
+    bundle = kb_model_bundle if kind == "kb+model" else new_bundle
+    mnt = tmp_path / "mnt"
+    disk = DropFS(backing, mnt, durable)
     try:
-        env = {**os.environ, "SHIFU_HOME": str(tmp_path / "mnt" / "home"), "SHIFU_RETRIEVAL__DENSE": "false"}
-        child = subprocess.run([sys.executable, "-c", KILL_AFTER_PHASE, phase, "bundle", "import", str(new_bundle),
+        env = {**os.environ, "SHIFU_HOME": str(mnt / "home"), "SHIFU_RETRIEVAL__DENSE": "false"}
+        child = subprocess.run([sys.executable, "-c", KILL_AFTER_PHASE, phase, "bundle", "import", str(bundle),
                                 "--json"], env=env, capture_output=True, timeout=240)
         assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-3000:]
     finally:
         disk.cut()
     materialize(durable, after)
     home = after / "home"
-    recover(context(home))
+    registry = home / "models.toml"
+    recover(context(home, registry_file=registry))
     store = VersionStore(home / "kb")
     switched = PHASES.index(phase) >= PHASES.index("activated")
     assert store.current() == (2 if switched else 1)
     assert assert_sound(home) == (NEW_TITLE if switched else ORIGINAL_TITLE)
     assert not list((home / "staging").glob("import-*"))
+    if kind == "kb" or not switched:
+        assert registry.read_bytes() == before
+        return
+    data = tomllib.loads(registry.read_text())
+    assert data["active_adapter"] == "line3-lora"
+    entry = next(a for a in data["adapters"] if a["id"] == "line3-lora")
+    survived = home / Path(entry["path"]).relative_to(mnt / "home")  # the registry names the mounted path
+    assert file_sha256(survived) == entry["sha256"], "the registry names a model file that did not survive"

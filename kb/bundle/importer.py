@@ -256,7 +256,13 @@ def _save_registry_journal(work: Path, registry: Path) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    # The journal must outlive a power cut before the registry changes: its own folder, and the
+    # entries that lead to it (the import folder in staging, staging in the state folder), which
+    # were created without a sync. Without these, `recover` found no journal after a cut and the
+    # new adapter stayed active beside the old KB (tests/test_bundle_powercut.py).
     fsync_dir(work)
+    fsync_dir(work.parent)
+    fsync_dir(work.parent.parent)
 
 
 def _drop_registry_journal(work: Path) -> None:
@@ -304,7 +310,12 @@ def _build(bundle: VerifiedBundle, store: VersionStore, work: Path, ctx: ImportC
         else:
             ctx.progress(f"bundle vectors are for {info.model}, this appliance uses {embedder.model_id}: re-embedding")
     # Tell `recover` which half-built directory belongs to this import, should it be killed.
-    (work / BUILDING_NOTE).write_text(str(store.next_number()))
+    # Synced: after a power cut `recover` decides by it whether the registry goes back.
+    with open(work / BUILDING_NOTE, "w", encoding="utf-8") as note:
+        note.write(str(store.next_number()))
+        note.flush()
+        os.fsync(note.fileno())
+    fsync_dir(work)
 
     def test_and_mark(version_dir: Path) -> None:
         default_self_test(version_dir, specs)
