@@ -76,7 +76,8 @@ def chatml(prompt: str) -> str:
 
 
 class Peer:
-    def __init__(self, model_path: Path, n_threads: int, n_ctx: int, max_new_tokens: int = 256) -> None:
+    def __init__(self, model_path: Path, n_threads: int, n_ctx: int, max_new_tokens: int = 256,
+                 sampling: dict[str, Any] | None = None) -> None:
         import chromadb
         from llama_index.core import StorageContext, VectorStoreIndex
         from llama_index.embeddings.huggingface import HuggingFaceEmbedding
@@ -88,7 +89,8 @@ class Peer:
         started = time.perf_counter()
         self.llm = LlamaCPP(model_path=str(model_path), temperature=0.0, max_new_tokens=max_new_tokens,
                             context_window=n_ctx, model_kwargs={"n_threads": n_threads, "n_gpu_layers": 0},
-                            completion_to_prompt=chatml, messages_to_prompt=None, verbose=False)
+                            generate_kwargs=sampling or {}, completion_to_prompt=chatml, messages_to_prompt=None,
+                            verbose=False)
         embed = HuggingFaceEmbedding(model_name=str(default_model_dir()), device="cpu")
         client = chromadb.EphemeralClient()
         collection = client.get_or_create_collection("peer")
@@ -116,7 +118,8 @@ class Peer:
 
 
 def shifu_ask(bench: Any, text: str, lang: str, machine: str) -> dict[str, Any]:
-    from appliance.engine import CodeFound, Done, LikelyCodes, Query, Token
+    from appliance.engine import CodeFound, Done, Query, Token
+    from appliance.engine.types import LikelyCodes
 
     query = Query(text=text, machine_id=machine, lang=lang, source="bench")
     started = time.perf_counter()
@@ -148,7 +151,10 @@ def compare(bench: Any, per_class: int) -> None:
     results = bench.results
     rows = [json.loads(line) for line in bench.evalset.read_text(encoding="utf-8").splitlines() if line.strip()]
     backend = bench.recorder.inner
-    peer = Peer(backend.base.path, backend.n_threads, backend.n_ctx)
+    model = bench.settings.model
+    # The engine's sampling settings: greedy with the same repeat penalty (without it SmolLM2 loops).
+    peer = Peer(backend.base.path, backend.n_threads, backend.n_ctx,
+                sampling={"repeat_penalty": model.repeat_penalty, "seed": model.seed})
     results["peer_setup_s"] = round(peer.setup_s, 1)
     bench.engine.use_cache = False
     try:

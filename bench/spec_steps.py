@@ -22,7 +22,7 @@ def spec_decode(bench: Any) -> None:
 
     results = bench.results
     rows = [json.loads(line) for line in bench.evalset.read_text(encoding="utf-8").splitlines() if line.strip()]
-    codes = [r for r in rows if r["kind"] == "code"][: 6 if bench.quick else 12]
+    codes = [r for r in rows if r["kind"] == "code"][: 6 if bench.quick else 8]
     calls = []
     for row in codes:
         call = capture(bench.engine, bench.recorder, Query(text=row["query"], machine_id=row["machine"],
