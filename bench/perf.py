@@ -267,11 +267,13 @@ def run(quick: bool, gpu: bool, out: Path | None) -> dict[str, Any]:
 
     bench = Bench(quick, gpu, log)
     bench.results.update(facts())
+    bench.results["mode"] = ("gpu" if gpu else "cpu") + (" quick" if quick else "")
     started = time.perf_counter()
     try:
         bench.setup()
-        for step in (bench.code_to_procedure, bench.cache, bench.prefix_reuse, bench.engine_vs_raw,
-                     bench.peer, bench.query_classes, bench.spec_decode, bench.bandwidth, bench.operator_under_load,
+        # The headline comparisons first, so a run cut short still has them.
+        for step in (bench.code_to_procedure, bench.cache, bench.engine_vs_raw, bench.peer, bench.spec_decode,
+                     bench.bandwidth, bench.operator_under_load, bench.query_classes, bench.prefix_reuse,
                      bench.kiosk, bench.retrieval, bench.quote_mode):
             step_start = time.perf_counter()
             try:
@@ -282,11 +284,12 @@ def run(quick: bool, gpu: bool, out: Path | None) -> dict[str, Any]:
                 traceback.print_exc()
                 bench.results[f"{step.__name__}_error"] = f"{type(error).__name__}: {error}"
             log(f"{step.__name__}: {time.perf_counter() - step_start:.1f}s")
+            bench.results["bench_seconds"] = round(time.perf_counter() - started, 1)
+            _write(bench.results, out)  # a run stopped halfway still leaves the figures it has
     finally:
         bench.close()
     results = bench.results
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
-    results["mode"] = ("gpu" if gpu else "cpu") + (" quick" if quick else "")
     print(f"{'measure':40} {'value':>12}  target")
     for key, value in results.items():
         target = TARGETS.get(key)
@@ -295,10 +298,14 @@ def run(quick: bool, gpu: bool, out: Path | None) -> dict[str, Any]:
             ok = value <= target[1] if target[0] == "<=" else value >= target[1]
             verdict = f"{target[0]} {target[1]}  {'ok' if ok else 'MISSED'}"
         print(f"{key:40} {value!s:>12}  {verdict}")
-    # Every run leaves its figures: the file asked for, else bench/results/last_run.json (not committed;
-    # the README's table comes from the committed bench/results/perf.json, see bench/readme_table.py).
+    print(f"wrote {_write(results, out)}")
+    return results
+
+
+def _write(results: dict[str, Any], out: Path | None) -> Path:
+    """Every run leaves its figures: the file asked for, else bench/results/last_run.json (not committed;
+    the README's table comes from the committed bench/results/perf.json, see bench/readme_table.py)."""
     out = out or REPO / "bench" / "results" / "last_run.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
-    return results
+    return out
