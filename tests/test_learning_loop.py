@@ -99,8 +99,9 @@ def answer_logprob(llm: Any, chat: list[dict[str, str]]) -> float:
 # -- dataset -------------------------------------------------------------------------------
 def test_data_build_cleans_splits_and_uses_the_inference_layout(tmp_path: Path, home: Path) -> None:
     out = tmp_path / "data"
+    # Free-mode targets (the written JSON answer); quote-mode targets are checked in test_quote.py.
     result = cli("data", "build", str(write_source(tmp_path)), "--out", str(out), "--holdout-months", "1",
-                 "--scrub-names")
+                 "--scrub-names", "--answer-mode", "free")
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["train"], summary["eval"], summary["eval_from"]) == (10, 1, "2024-03-01")
@@ -152,7 +153,7 @@ def test_data_build_takes_kiosk_feedback(tmp_path: Path, home: Path) -> None:
     (export / "export.json").write_text("{}")
     out = tmp_path / "data"
     result = cli("data", "build", str(export), "--codes", str(write_source(tmp_path) / "codes"), "--out", str(out),
-                 "--holdout-months", "0", "--json")
+                 "--holdout-months", "0", "--json", "--answer-mode", "free")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["train"] == 1 and summary["dropped"] == {
