@@ -10,6 +10,7 @@ from typing import Any
 from bench.fair import iqr, summarize
 
 LOOKUP_TOKENS = 2  # proposed tokens per step measured here (model.prompt_lookup_tokens)
+SPEC_MAX_TOKENS = 64  # per answer in the bench (tests/test_prompt_lookup.py compares whole answers)
 
 
 def spec_decode(bench: Any) -> None:
@@ -22,14 +23,14 @@ def spec_decode(bench: Any) -> None:
 
     results = bench.results
     rows = [json.loads(line) for line in bench.evalset.read_text(encoding="utf-8").splitlines() if line.strip()]
-    codes = [r for r in rows if r["kind"] == "code"][: 6 if bench.quick else 8]
+    codes = [r for r in rows if r["kind"] == "code"][:4]
     calls = []
     for row in codes:
         call = capture(bench.engine, bench.recorder, Query(text=row["query"], machine_id=row["machine"],
                                                            lang=row["lang"], source="bench"))
         if call is not None:
             calls.append(call)
-    pairs = compare(bench.recorder.inner, calls, LOOKUP_TOKENS)
+    pairs = compare(bench.recorder.inner, calls, LOOKUP_TOKENS, max_tokens=SPEC_MAX_TOKENS)
     differing = [i for i, pair in enumerate(pairs) if not pair.identical]
     results["spec_decode_tokens"] = LOOKUP_TOKENS
     results["spec_decode_queries"] = len(pairs)
