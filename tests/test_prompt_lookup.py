@@ -1,0 +1,67 @@
+"""Prompt-lookup decoding (model.prompt_lookup_tokens) gives the same greedy answer as plain decoding.
+
+The engine's own prompts and grammars for every code query of the evaluation set, captured on the
+way to the model, are decoded by the embedded model with and without prompt lookup from the same
+KV state (bench.spec.compare); the answers must be identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+EVALSET = Path(__file__).parent / "data" / "evalset.jsonl"
+LOOKUP_TOKENS = 2
+
+
+def code_queries() -> list[dict[str, str]]:
+    """Every code query of the evaluation set (SHIFU_TEST_LOOKUP_QUERIES=N: the first N, on a busy machine)."""
+    rows = [json.loads(line) for line in EVALSET.read_text(encoding="utf-8").splitlines() if line.strip()]
+    codes = [r for r in rows if r["kind"] == "code"]
+    return codes[: int(os.environ.get("SHIFU_TEST_LOOKUP_QUERIES", len(codes)))]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 2026-12-02 with llama-cpp-python 0.3.36 (CPU build, no AVX512): 6 of the first 6 code queries "
+    "differ, first at tokens 13-42, inside the summary the model writes freely; most likely the batched "
+    "verification's matrix products round differently from one-token decoding (not yet checked against "
+    "llama-cpp-python's own logits_all draft path), so model.prompt_lookup_tokens stays 0. "
+    "Strict: when this starts passing (another build, a GPU), the default can be reconsidered"))
+def test_greedy_output_with_prompt_lookup_equals_plain_decoding(engine, llm_backend) -> None:  # type: ignore[no-untyped-def]
+    from appliance.engine import Query
+    from bench.capture import Recorder, capture
+    from bench.spec import compare
+
+    recorder = Recorder(llm_backend)
+    engine.set_backend(recorder)
+    calls = []
+    for row in code_queries():
+        call = capture(engine, recorder, Query(text=row["query"], machine_id=row["machine"], lang=row["lang"]))
+        assert call is not None, f"the engine did not ask the model for {row['query']!r}"
+        calls.append(call)
+    assert len(calls) == len(code_queries()) > 0
+    pairs = compare(llm_backend, calls, LOOKUP_TOKENS)
+    differing = [(row["query"], pair) for row, pair in zip(code_queries(), pairs, strict=True) if not pair.identical]
+    report = "; ".join(
+        f"{query}: first difference at token {pair.first_difference()} "
+        f"({''.join(pair.plain)[:80]!r} vs {''.join(pair.lookup)[:80]!r})"
+        for query, pair in differing[:5]
+    )
+    assert not differing, f"{len(differing)}/{len(pairs)} answers differ with prompt lookup: {report}"
+    # The answers are real answers, not empty streams that would trivially agree.
+    assert all(len(pair.plain) > 5 for pair in pairs)
+    assert llm_backend.prompt_lookup_tokens == 0  # compare() leaves the setting as it found it
+
+
+def test_prompt_lookup_setting_reaches_the_backend(kb_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.config import load_settings
+    from appliance.engine.factory import _llama_backend, _llama_pair
+
+    monkeypatch.setenv("SHIFU_MODEL__PROMPT_LOOKUP_TOKENS", "3")
+    settings = load_settings()
+    backend = _llama_backend(settings, *_llama_pair(settings))
+    assert backend.prompt_lookup_tokens == 3  # type: ignore[attr-defined]
