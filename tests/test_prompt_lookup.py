@@ -57,7 +57,7 @@ def test_greedy_output_with_prompt_lookup_equals_plain_decoding(engine, llm_back
     assert llm_backend.prompt_lookup_tokens == 0  # compare() leaves the setting as it found it
 
 
-def test_prompt_lookup_setting_reaches_the_backend(kb_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prompt_lookup_setting_reaches_the_backend(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from appliance.config import load_settings
     from appliance.engine.factory import _llama_backend, _llama_pair
 
