@@ -58,9 +58,10 @@ class ModelSettings(Section):
     prompt_lookup_tokens: int = Field(default=0, ge=0, le=16)
     """In-process backend: tokens proposed per step by prompt-lookup decoding (0 = off). Answers copy
     the standard steps and passages, so the next tokens are often found in the prompt and verified
-    in one batch. Logits are kept only for the verified rows (no `logits_all`). On a CPU 2 is a good
-    start; on a GPU, where a batch of 5-10 costs about as much as one token, try 5-8. See the README's
-    Performance section for what it measured here."""
+    in one batch. Logits are kept only for the verified rows (no `logits_all`). Off by default: on the
+    CPU build measured here it was slower and its greedy output not identical to plain decoding (README,
+    Performance). On a GPU, where a batch of 5-10 costs about as much as one token, try 4-8 and keep it
+    only where `python -m bench --gpu` shows identical output and a speedup."""
     max_tokens: int = Field(default=640, ge=16, le=8192)
     """Upper bound on generated tokens; above what the answer grammar can need."""
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
