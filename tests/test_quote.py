@@ -82,6 +82,21 @@ def test_guard_keeps_only_verbatim_shown_sentences() -> None:
     assert result.generated["summary"] == ""  # English summary for a zh-TW operator fails the gate
 
 
+@pytest.mark.parametrize(("summary", "kept"), [
+    ("The belt slips when the speed drops below 85 % for 3 seconds.", True),
+    ("A03 is raised when the belt speed is below 85 % for 2, so", False),  # "2": never written
+    ("Error Code Description", False),  # a copied table header, not a sentence
+    ("Check the tension at 12.5 mm.", False),
+])
+def test_a_quoting_models_summary_states_only_numbers_it_was_shown(summary: str, kept: bool) -> None:
+    quotes = quote.candidates(["Adjust the belt tension"],
+                              [(1, "A03 is raised when the speed is below 85 % of the commanded speed for 3 seconds.")])
+    raw = json.dumps({"steps": [{"s": 1, "text": "Adjust the belt tension", "cites": []}], "summary": summary})
+    result = guard(raw, [_passage(1, "")], "en", "", quotes=quotes)
+    assert result.generated is not None
+    assert result.generated["summary"] == (summary if kept else "")
+
+
 @pytest.fixture(scope="module")
 def grbl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if not GRBL.is_dir():

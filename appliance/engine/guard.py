@@ -206,6 +206,9 @@ def guard(raw: str, shown: Sequence[Passage], lang: str, trusted: str = "", *, f
     elif summary and not quality.usable(summary, lang):
         result.dropped += 1
         summary = ""
+    elif summary and quotes is not None and not grounded_summary(summary, quotes, trusted, lang):
+        result.dropped += 1  # the one sentence a quoting model writes is held to what it was shown
+        summary = ""
     lists: dict[str, list[str]] = {}
     for name, limit in (("safety", 2), ("parts", 3)):
         items = _strings(data.get(name), limit)
@@ -235,6 +238,21 @@ def guard(raw: str, shown: Sequence[Passage], lang: str, trusted: str = "", *, f
         result.generated = generated
     result.notices = _notices(result, lang, usable, final)
     return result
+
+
+_NUMBER = re.compile(r"(?<![\w.,])\d+(?:[.,]\d+)?(?![\w])")
+SUMMARY_MIN_WORDS = 4
+
+
+def grounded_summary(summary: str, quotes: Sequence[Quote], trusted: str, lang: str) -> bool:
+    """A quote-mode summary passes when every number in it is written in the material (a small model
+    turns "3 seconds" into "2"), and, in English, when it is a sentence of at least four words
+    rather than a copied table header such as "Error Code Description"."""
+    material = " ".join(q.text for q in quotes) + " " + trusted
+    known = set(_NUMBER.findall(material))
+    if any(number not in known for number in _NUMBER.findall(summary)):
+        return False
+    return lang != "en" or len(re.findall(r"[A-Za-z]+", summary)) >= SUMMARY_MIN_WORDS
 
 
 def _quoted_steps(data: dict[str, Any], result: Guarded, shown: Sequence[Passage], quotes: Sequence[Quote],
