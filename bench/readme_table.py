@@ -41,7 +41,28 @@ def _iqr(r: dict[str, Any], key: str, unit: str = "") -> str:
 
 
 Row = tuple[str, Callable[[dict[str, Any]], str], str]
+PEER_CLASSES = (("known code", "known_code"), ("code variant", "code_variant"), ("symptom", "symptom"),
+                 ("unknown code", "unknown_code"))
+
+
+def _peer_class(label: str, key: str) -> Row:
+    def cell(r: dict[str, Any]) -> str:
+        return (f"first content {_n(r.get(f'shifu_first_content_s_{key}'))} / {_n(r.get(f'peer_first_content_s_{key}'))} s, "
+                f"first token {_n(r.get(f'shifu_ttft_s_{key}'))} / {_n(r.get(f'peer_ttft_s_{key}'))} s, "
+                f"complete {_n(r.get(f'shifu_full_s_{key}'))} / {_n(r.get(f'peer_full_s_{key}'))} s")
+
+    return (f"{label}, Shifu / peer (median)", cell, "")
+
+
 ROWS: list[Row] = [
+    ("peer (LlamaIndex, same GGUF, MiniLM and documents): time to first useful content, peer / Shifu",
+     lambda r: f"×{_n(r.get('peer_first_content_ratio'))}", ""),
+    ("complete answer, peer / Shifu", lambda r: f"×{_n(r.get('peer_full_answer_ratio'))}", ""),
+    ("standard steps shown on code queries (step recall), Shifu / peer",
+     lambda r: f"{_n(r.get('shifu_step_recall'))} / {_n(r.get('peer_step_recall'))}", ""),
+    ("unknown codes answered with a procedure, Shifu / peer",
+     lambda r: f"{_n(r.get('shifu_invented_unknown'))} / {_n(r.get('peer_invented_unknown'))}", "0"),
+    *(_peer_class(label, key) for label, key in PEER_CLASSES),
     ("code to standard procedure p95", lambda r: _n(r.get("code_to_procedure_p95_ms"), " ms"), "≤ 50 ms"),
     ("retrieval p95 at 1k / 10k / 50k chunks (real MiniLM embeddings; query embedding included)",
      lambda r: " / ".join(_n(r.get(f"retrieval_p95_ms_{s}")) for s in ("1k", "10k", "50k")) + " ms", "≤ 60 ms at 50k"),
