@@ -58,3 +58,41 @@ def test_symptom_shows_the_likely_code_labelled_with_its_steps(engine: Engine, l
     entry = engine.kb().lookup("A03", machine_model="CV-200", lang=lang).entry
     assert all(step in procedure for step in entry.steps)
     assert shown.get("history"), "similar past repairs are shown"
+
+
+def test_quoted_steps_are_drawn_with_their_source(engine: Engine) -> None:
+    """The embedded model quotes (models.toml answer_mode): each drawn step is a sentence of the
+    procedure or a source on screen, under a line saying it is quoted."""
+    from appliance.engine.local import LocalClient
+    from appliance.ui.app import make_app
+    from appliance.ui.widgets.answer_view import AnswerView
+
+    engine.settings.model.enabled = True
+    engine.settings.general.lang = "en"
+    app = make_app(engine.settings, LocalClient(engine), clock=lambda: "12:00:00", watch_alarms=False)
+    state: dict[str, Any] = {}
+
+    async def run() -> None:
+        async with app.run_test(size=(120, 60)) as pilot:
+            pilot.app.query_one("#query").value = "A02"
+            await pilot.press("enter")
+            view: Any = app.query_one(AnswerView)
+            for _ in range(2400):
+                if view.state is not None and view.state.answer is not None:
+                    break
+                await pilot.pause(0.05)
+            state.update(shown=dict(view.shown), answer=view.state.answer)
+
+    anyio.run(run)
+    answer = state["answer"]
+    assert answer.model and answer.model["answer_mode"] == "quote"
+    generated = state["shown"]["generated"]
+    if answer.generated is None:  # withheld: said so, never fragments
+        assert "no usable explanation" in generated
+        return
+    assert "word for word" in generated
+    material = " ".join([*answer.code.steps, *(p.text for p in answer.passages)])
+    for step in answer.generated["steps"]:
+        assert step["text"] in material and step["text"] in generated
+        if not step["cites"]:
+            assert f"({step['source']})" in generated

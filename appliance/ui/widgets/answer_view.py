@@ -346,10 +346,17 @@ class AnswerView(VerticalScroll, can_focus=False):
             blocks.append(Text(summary))
         steps = data.get("steps")
         rows: Rows = []
+        quoted = any(isinstance(step, dict) and "quote" in step for step in steps or [])
+        if quoted:
+            blocks.append(Text(label(self.lang, "quoted_note"), style="italic"))
         for i, step in enumerate(steps if isinstance(steps, list) else [], start=1):
             if isinstance(step, dict):
                 cites = "".join(f"[{n}]" for n in step.get("cites", []) or [] if isinstance(n, int))
-                rows.append((f"{i}.", Text.assemble(str(step.get("text", "")), " ", (cites, "bold"))))
+                text = Text.assemble(str(step.get("text", "")), " ", (cites, "bold"))
+                if not cites and step.get("source"):  # a sentence of the standard procedure itself
+                    text.append(f"（{step['source']}）" if self.lang == "zh-TW" else f" ({step['source']})",
+                                style="dim")
+                rows.append((f"{i}.", text))
         rows.extend(("⚠", Text(str(note))) for note in data.get("safety") or [])
         if rows:
             blocks.append(rows)
