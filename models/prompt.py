@@ -141,6 +141,8 @@ class PromptContext:
     passages: Sequence[PromptPassage] = ()
     mode: str = "free"
     """`free`: the model writes the answer; `quote`: it chooses numbered sentences (models.quote)."""
+    likely: bool = False
+    """The code is the likely one for a symptom, not one the operator entered."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ def build_context(
     passages: Sequence[Passage | PromptPassage],
     layout: ContextLayout,
     answer_mode: str = "free",
+    likely: bool = False,
 ) -> PromptContext:
     """The one function that turns a resolved code, its history and passages into the prompt context."""
     if answer_mode not in ANSWER_MODES:
@@ -186,6 +189,7 @@ def build_context(
         history=history_lines(records, fixes, layout),
         passages=[PromptPassage(p.n, p.source, p.section, p.text) for p in passages[: layout.passages]],
         mode=answer_mode,
+        likely=likely and entry is not None,
     )
 
 
@@ -204,6 +208,12 @@ def quotes(ctx: PromptContext) -> tuple[quote.Quote, ...]:
                             [(p.n, data_text(p.text)) for p in ctx.passages], PASSAGE_CHARS)
 
 
+def code_line(ctx: PromptContext) -> str:
+    if ctx.likely:
+        return f"Likely error code (guessed from the symptom, not confirmed): {ctx.code} {ctx.title} [{ctx.severity}]"
+    return f"Error code: {ctx.code} {ctx.title} [{ctx.severity}]"
+
+
 def user_message(ctx: PromptContext) -> str:
     """The user turn, in the fixed layout."""
     if ctx.mode == "quote":
@@ -213,7 +223,7 @@ def user_message(ctx: PromptContext) -> str:
         lines.append(f"Machine: {ctx.machine}")
     lines.append(f"Operator query: {data_text(ctx.query)}")
     if ctx.code:
-        lines.append(f"Error code: {ctx.code} {ctx.title} [{ctx.severity}]")
+        lines.append(code_line(ctx))
         lines.append("Standard procedure:")
         lines.extend(f"{i}. {step}" for i, step in enumerate(ctx.steps, start=1))
         if ctx.safety:
@@ -243,7 +253,7 @@ def _quote_message(ctx: PromptContext) -> str:
     lines.append(f"Operator query: {data_text(ctx.query)}")
     choices = quotes(ctx)
     if ctx.code:
-        lines.append(f"Error code: {ctx.code} {ctx.title} [{ctx.severity}]")
+        lines.append(code_line(ctx))
         lines.append("Standard procedure:")
         lines.extend(f"({q.n}) {q.text}" for q in choices if q.passage == 0)
         if ctx.safety:

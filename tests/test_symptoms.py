@@ -168,3 +168,27 @@ def test_ask_prints_the_likely_code_as_likely(kb_home: Path) -> None:
     result = _cli("ask", "皮帶異音", "--model", "CV-200", "--no-llm", "--lang", "zh-TW")
     assert result.exit_code == 0, result.output
     assert "可能是 A" in result.output and "相似的過去維修" in result.output
+
+
+@pytest.mark.parametrize("mode", ["free", "quote"])
+def test_the_model_explains_a_symptom_from_its_likely_code_and_similar_repairs(engine: Any, mode: str) -> None:
+    """The model is shown what the operator sees first: the likely code's row, marked as a guess,
+    and the past repairs with the same symptom."""
+    from appliance.engine import Engine
+    from appliance.engine.types import Query
+    from tests.scripted import ScriptedModel
+
+    scripted = ScriptedModel({"summary": "", "steps": [], "safety": [], "parts": [], "escalate": False})
+    engine.settings.model.answer_mode = mode
+    engine = Engine(engine.settings, engine.versions, backend_factory=lambda: scripted, embedder=engine.embedder)
+    engine.use_cache = False
+    answer = engine.answer(Query("belt squeals when starting", lang="en"))
+    assert answer.code is None and answer.likely_codes, answer.notices
+    assert scripted.prompts, answer.notices
+    best = answer.likely_codes[0].entry
+    told = scripted.prompts[-1][-1]["content"]
+    assert f"Likely error code (guessed from the symptom, not confirmed): {best.code} {best.title}" in told
+    assert all(step in told for step in best.steps)
+    assert answer.similar_repairs[0].record.action in told
+    engine.answer(Query(best.code, machine_model=best.machine_model, lang="en"))
+    assert f"\nError code: {best.code} {best.title}" in scripted.prompts[-1][-1]["content"]

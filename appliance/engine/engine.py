@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from appliance.config import Settings
@@ -43,6 +44,7 @@ from kb.errors import KBError, ModelError, ShifuError
 from kb.reader import KnowledgeBase
 from kb.repair import check_index, repair_in_background
 from kb.search.rerank import CrossEncoderReranker, Tuning
+from kb.symptoms import SymptomMatch
 from kb.types import Passage
 from kb.versions import VersionStore
 from models import prompt
@@ -231,7 +233,8 @@ class Engine:
             elif not use_model:
                 answer.notices.append("模型已關閉 (--no-llm)" if lang == "zh-TW" else "model not used (--no-llm)")
             else:
-                yield from self._explain(query, answer, resolved, history, mark, debug_tokens)
+                basis, known = explained_from(resolved, history, likely)
+                yield from self._explain(query, answer, basis, known, mark, debug_tokens)
             finished = True
         finally:
             if not finished:
@@ -306,7 +309,7 @@ class Engine:
         return prompt.build_context(
             query=resolved.prompt_query, lang=lang, machine_id=machine_id, machine_model=resolved.machine_model,
             entry=resolved.entry, records=history.records, fixes=history.summary, passages=passages,
-            layout=self.layout(), answer_mode=mode,
+            layout=self.layout(), answer_mode=mode, likely=resolved.likely,
         )
 
     def context_for(self, query: Query, mode: str = "free") -> prompt.PromptContext:
@@ -328,6 +331,15 @@ class Engine:
             answer.audit_id = self.opstore.write_audit(answer.to_json(), source=source)
         except Exception as error:  # the answer still reaches the operator
             answer.notices.append(f"audit log write failed: {error}")
+
+
+def explained_from(resolved: Resolved, history: History, likely: SymptomMatch) -> tuple[Resolved, History]:
+    """What the model explains: the code's row and history, or for a symptom the likely code's row
+    and the similar past repairs (the material the operator sees first), marked as likely."""
+    if resolved.entry is not None or not likely.codes:
+        return resolved, history
+    records = history.records or tuple(r.record for r in likely.repairs)
+    return replace(resolved, entry=likely.codes[0].entry, likely=True), History(records, history.summary)
 
 
 def trusted_text(resolved: Resolved, history: History) -> str:

@@ -32,6 +32,8 @@ class Resolved:
     """The code has rows for several machine models and none for this one: the operator chooses."""
     codes_in_entry: tuple[str, ...] = ()
     """Several known codes in one entry, as written: the operator chooses one."""
+    likely: bool = False
+    """`entry` is the likely code of a symptom (the model is told it is not confirmed)."""
 
     @property
     def waiting(self) -> bool:
