@@ -15,23 +15,20 @@ import pytest
 
 EVALSET = Path(__file__).parent / "data" / "evalset.jsonl"
 LOOKUP_TOKENS = 2
+DEFAULT_QUERIES = 6
+"""Code queries compared in the suite (about a minute each pair here); SHIFU_TEST_LOOKUP_QUERIES=41 runs
+the whole evaluation set's code queries, as `python -m bench` reports them."""
 
 
 def code_queries() -> list[dict[str, str]]:
     """Every code query of the evaluation set (SHIFU_TEST_LOOKUP_QUERIES=N: the first N, on a busy machine)."""
     rows = [json.loads(line) for line in EVALSET.read_text(encoding="utf-8").splitlines() if line.strip()]
     codes = [r for r in rows if r["kind"] == "code"]
-    return codes[: int(os.environ.get("SHIFU_TEST_LOOKUP_QUERIES", len(codes)))]
+    return codes[: int(os.environ.get("SHIFU_TEST_LOOKUP_QUERIES", DEFAULT_QUERIES))]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "measured 2026-12-02 with llama-cpp-python 0.3.36 (CPU build, no AVX512): 6 of the first 6 code queries "
-    "differ, first at tokens 13-42, inside the summary the model writes freely; most likely the batched "
-    "verification's matrix products round differently from one-token decoding (not yet checked against "
-    "llama-cpp-python's own logits_all draft path), so model.prompt_lookup_tokens stays 0. "
-    "Strict: when this starts passing (another build, a GPU), the default can be reconsidered"))
-def test_greedy_output_with_prompt_lookup_equals_plain_decoding(engine, llm_backend) -> None:  # type: ignore[no-untyped-def]
+def test_prompt_lookup_is_on_by_default_only_where_greedy_output_is_identical(engine, llm_backend) -> None:  # type: ignore[no-untyped-def]
     from appliance.engine import Query
     from bench.capture import Recorder, capture
     from bench.spec import compare
@@ -51,7 +48,15 @@ def test_greedy_output_with_prompt_lookup_equals_plain_decoding(engine, llm_back
         f"({''.join(pair.plain)[:80]!r} vs {''.join(pair.lookup)[:80]!r})"
         for query, pair in differing[:5]
     )
-    assert not differing, f"{len(differing)}/{len(pairs)} answers differ with prompt lookup: {report}"
+    # Measured 2026-12-02 with llama-cpp-python 0.3.36 (CPU build, no AVX512): every one of the first six
+    # differs, first at tokens 13-42 inside the freely written summary (batched verification rounds
+    # differently from one-token decoding). Prompt lookup may only be on by default where outputs are
+    # identical: this fails if the default turns it on while any answer differs.
+    if differing:
+        from appliance.config import Settings
+
+        assert Settings().model.prompt_lookup_tokens == 0, (
+            f"prompt lookup is on by default, but {len(differing)}/{len(pairs)} answers differ: {report}")
     # The answers are real answers, not empty streams that would trivially agree.
     assert all(len(pair.plain) > 5 for pair in pairs)
     assert llm_backend.prompt_lookup_tokens == 0  # compare() leaves the setting as it found it
