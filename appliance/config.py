@@ -38,6 +38,16 @@ class GeneralSettings(Section):
     """Plant or line name shown in the status bar."""
     max_query_chars: int = Field(default=500, ge=16, le=10_000)
     """Longest query accepted; longer input is refused with exit code 2."""
+    shifts: list[str] = Field(default_factory=lambda: ["06:00-14:00", "14:00-22:00", "22:00-06:00"])
+    """The plant's shifts as `HH:MM-HH:MM` (an end not after the start crosses midnight): the shift
+    handover (`shifu report handover`, the technician screen) reports the one that holds the time."""
+
+    @model_validator(mode="after")
+    def _shifts_parse(self) -> GeneralSettings:
+        for text in self.shifts:
+            if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)", text.strip()):
+                raise ValueError(f"general.shifts: {text!r} is not HH:MM-HH:MM")
+        return self
 
 
 class ModelSettings(Section):

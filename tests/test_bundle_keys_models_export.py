@@ -79,7 +79,8 @@ def loop_data(home: Path) -> Path:
     store = OpStore(paths.ops_db())
     audit = store.write_audit({"query": "A01 皮帶停了", "lang": "zh-TW", "kb_version": 1, "code": {"code": "A01"},
                                "passages": [{"id": "c1"}, {"id": "c2"}], "generated": "先上鎖掛牌",
-                               "model_available": True, "timings_ms": {"total": 12}}, source="kiosk")
+                               "model_available": True, "timings_ms": {"total": 12}, "machine_model": "CV-200",
+                               "model": {"base": "plant-base", "verified": False}}, source="kiosk", gate_dropped=2)
     store.add_feedback(audit, "fixed", "op-7")
     store.add_feedback(audit, "call_technician", "op-8")  # drafts a work order
     store.add_alarm(port="/dev/ttyUSB0", machine_id="CV-01", raw="ALM A01", code="A01", normalized="a01",
@@ -104,6 +105,8 @@ def test_export_writes_documented_columns_as_csv_and_jsonl(loop_data: Path, tmp_
         assert list(rows[0]) == columns
     audit = json.loads((folder / "audit.jsonl").read_text(encoding="utf-8"))
     assert audit["query"] == "A01 皮帶停了" and audit["passage_ids"] == ["c1", "c2"] and audit["model_available"] is True
+    assert (audit["machine_model"], audit["refused"], audit["likely_codes"]) == ("CV-200", False, [])
+    assert (audit["gate_dropped"], audit["model_verified"]) == (2, False)  # an unverified pair is named so
     feedback = json.loads((folder / "feedback.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert feedback["audit_id"] == audit["id"] and feedback["verdict"] == "fixed"
     order = json.loads((folder / "work_orders.jsonl").read_text(encoding="utf-8"))

@@ -33,17 +33,17 @@ DAY = 86400.0
 
 def audit(id_: int, query: str, source: str = "keyboard", key: str = "", machine: str = "", model: str = "", *,
           refused: bool = False, likely: tuple[str, ...] = (), available: bool = False, generated: bool = False,
-          cached: bool = False, ms: float | None = None) -> AuditRow:
+          cached: bool = False, ms: float | None = None, dropped: int = 0) -> AuditRow:
     return AuditRow(id_, T + id_, query, source, key, machine, model, refused, likely, available, generated,
-                    cached, ms)
+                    cached, ms, dropped)
 
 
 AUDIT = (
-    audit(1, "E-203", "keyboard", "E203", "IM-03", "IM-850", available=True, generated=True, ms=900),
+    audit(1, "E-203", "keyboard", "E203", "IM-03", "IM-850", available=True, generated=True, ms=900, dropped=2),
     audit(2, "e 203", "scanner", "E203", "IM-03", "IM-850", available=True, generated=True, cached=True, ms=100),
-    audit(3, "a01", "cli", "A01", "CV-01", "CV-200", available=True, ms=400),  # the gate withheld it
+    audit(3, "a01", "cli", "A01", "CV-01", "CV-200", available=True, ms=400, dropped=3),  # the gate withheld it
     audit(4, "A01", "serial", "A01", "CV-01", "CV-200", available=True, generated=True, ms=1200),  # alarm answer
-    audit(5, "E-203", "eval", "E203", "IM-03", "IM-850", available=True, generated=True, ms=5000),  # not counted
+    audit(5, "E-203", "eval", "E203", "IM-03", "IM-850", available=True, generated=True, ms=5000, dropped=7),  # not counted
     audit(6, "皮帶異音怎麼辦", refused=True, ms=20),
     audit(7, "皮帶 異音 怎麼辦？", refused=True, ms=30),
     audit(8, "conveyor belt squeals at start", "http", refused=True, ms=40),
@@ -200,6 +200,7 @@ def test_model_use() -> None:
     assert use.answers == 11
     assert use.generated == 3 and use.cached == 1 and use.gate_withheld == 1  # audit 1, 2, 4; 2; 3
     assert use.refused == 7
+    assert use.gate_dropped == 2 + 3  # audit 1 and 3; the eval run's 7 are not counted
     assert use.generated_share == pytest.approx(3 / 11)
     assert use.cache_hit_share == pytest.approx(1 / 3)
     assert use.gate_withheld_share == pytest.approx(1 / 4)

@@ -99,7 +99,8 @@ def test_engine_answers_through_the_llama_cpp_server(llama_server: str, settings
     assert answer.generated is not None and answer.generated["steps"], answer.generated
     json.loads(tokens)  # what streamed was the schema-constrained JSON
     assert answer.model == {"backend": "openai", "base": "shifu", "base_sha256": "", "adapter": None,
-                            "adapter_sha256": None, "device": "remote", "languages": ["zh-TW", "en"]}
+                            "adapter_sha256": None, "device": "remote", "languages": ["zh-TW", "en"],
+                            "answer_mode": "free", "verified": None}
     schema = json.loads((Path(__file__).parent.parent / "appliance/schemas/answer.schema.json").read_text())
     jsonschema.validate(answer.to_json(), schema)
 

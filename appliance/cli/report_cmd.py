@@ -108,7 +108,7 @@ def handover(day: date | None, shift_text: str | None, out: Path, lang: str | No
     language = lang or config.general.lang
     try:
         if shift_text is None and day is None:
-            shift = current_shift(datetime.now().astimezone())
+            shift = current_shift(datetime.now().astimezone(), tuple(config.general.shifts))
         else:
             shift = Shift.parse(day or datetime.now().astimezone().date(), shift_text or "00:00-24:00")
     except ValueError as error:

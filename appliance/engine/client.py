@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from appliance.engine.types import Event, Query
@@ -157,6 +157,54 @@ class FloorReport:
 
 
 @dataclass(frozen=True)
+class ShiftAlarm:
+    """One alarm of a shift as the handover lists it (appliance.report.handover)."""
+
+    received: float
+    machine_id: str
+    code: str
+    title: str
+    state: str
+    """fixed | escalated | open"""
+    minutes_to_fix: float | None
+    operator: str
+    action: str
+    """What the repair record of that machine, code and day says was done ('' without one)."""
+    repeats: int = 0
+
+
+@dataclass(frozen=True)
+class ShiftReport:
+    """The shift handover for the technician screen: the shift's alarms and their states, and the
+    codes repeated on one machine; deterministic text only (the printed handover may add a note)."""
+
+    begins: float
+    ends: float
+    alarms: tuple[ShiftAlarm, ...] = ()
+    repeated: tuple[tuple[str, str, int], ...] = ()
+    """(machine id, code, times) for codes seen more than once on one machine in the shift."""
+
+    def count(self, state: str) -> int:
+        return sum(a.state == state for a in self.alarms)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"begins": self.begins, "ends": self.ends,
+                "alarms": [a.__dict__ for a in self.alarms],
+                "repeated": [{"machine_id": m, "code": c, "times": n} for m, c, n in self.repeated]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ShiftReport:
+        return cls(
+            float(data["begins"]), float(data["ends"]),
+            tuple(ShiftAlarm(float(a["received"]), str(a["machine_id"]), str(a["code"]), str(a["title"]),
+                             str(a["state"]), None if a["minutes_to_fix"] is None else float(a["minutes_to_fix"]),
+                             str(a["operator"]), str(a["action"]), int(a.get("repeats") or 0))
+                  for a in data.get("alarms") or ()),
+            tuple((str(r["machine_id"]), str(r["code"]), int(r["times"])) for r in data.get("repeated") or ()),
+        )
+
+
+@dataclass(frozen=True)
 class Machine:
     """A machine of the plant's inventory (the active KB's machines table)."""
 
@@ -285,6 +333,10 @@ class EngineClient(Protocol):
 
     def floor_report(self, first: date, last: date) -> FloorReport:
         """The technician screen's figures from `first` to `last` (local dates, inclusive)."""
+        ...
+
+    def handover(self, at: datetime, lang: str) -> ShiftReport:
+        """The handover of the shift (`report.shifts`) that holds `at`, titles in `lang`."""
         ...
 
     def warm(self) -> EngineStatus:

@@ -268,6 +268,8 @@ class Engine:
             return
         mode = answer_mode(info, self.settings)
         answer.model = {**info.to_json(), "answer_mode": mode}
+        if info.verified is False:
+            answer.notices.append(_unverified_notice(answer.lang))
         # Quoting, the model only chooses the plant's sentences: it answers in any language.
         gen_lang = answer.lang if mode == "quote" else generation_lang(answer.lang, info, self.settings)
         if gen_lang is None:
@@ -328,7 +330,8 @@ class Engine:
         if self.opstore is None:
             return
         try:
-            answer.audit_id = self.opstore.write_audit(answer.to_json(), source=source)
+            answer.audit_id = self.opstore.write_audit(answer.to_json(), source=source,
+                                                       gate_dropped=answer.diagnostics.get("gate_dropped"))
         except Exception as error:  # the answer still reaches the operator
             answer.notices.append(f"audit log write failed: {error}")
 
@@ -355,6 +358,13 @@ def _lang_notice(lang: str, *, omitted: bool) -> str:
                 else "the model does not write this language; the explanation is left out")
     return ("此模型無法以中文撰寫說明，以下 AI 說明為英文。" if lang == "zh-TW"
             else f"the model does not write {lang}; the explanation is in English")
+
+
+def _unverified_notice(lang: str) -> str:
+    if lang == "zh-TW":
+        return "注意：此模型檔案由設定檔指定，未經登錄雜湊驗證（請技術員以 shifu model verify 檢查）。"
+    return ("unverified model: a file named in the configuration (model.path/model.adapter) was loaded without "
+            "a registry hash to check it against")
 
 
 def _model_notice(lang: str, message: str) -> str:

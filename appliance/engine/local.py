@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from appliance.engine.client import (
     FloorReport,
     Machine,
     NotFoundError,
+    ShiftAlarm,
+    ShiftReport,
     Verdict,
 )
 from appliance.engine.engine import Engine
@@ -125,6 +127,23 @@ class LocalClient:
             pareto=tuple(figures.pareto_by_code(figures.pareto(data))[:FLOOR_ROWS]),
             repeats=tuple((r.machine_id, r.code, r.repeats, r.fixes_not_held) for r in repeats[:FLOOR_ROWS]),
             gaps=tuple((g.example_query, g.count) for g in figures.gaps(data)[:FLOOR_ROWS]),
+        )
+
+    def handover(self, at: datetime, lang: str) -> ShiftReport:
+        from appliance.report.handover import build_handover, current_shift
+
+        try:
+            kb_dir: Path | None = self.engine.kb().dir
+        except ShifuError:
+            kb_dir = None
+        store = self.engine.opstore
+        shift = current_shift(at, tuple(self.engine.settings.general.shifts))
+        data = build_handover(store.path if store is not None else Path("/nonexistent"), shift, kb_dir, lang)
+        return ShiftReport(
+            shift.begins.timestamp(), shift.ends.timestamp(),
+            tuple(ShiftAlarm(a.received, a.machine_id, a.code, a.title, a.state, a.minutes_to_fix, a.operator,
+                             a.action, a.repeats) for a in data.alarms),
+            data.repeated,
         )
 
     # -- status ----------------------------------------------------------------------------

@@ -18,13 +18,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import httpx
 
 from appliance.config import Settings
-from appliance.engine.client import Alarm, EngineStatus, FeedbackSaved, FloorReport, Machine, NotFoundError, Verdict
+from appliance.engine.client import (
+    Alarm,
+    EngineStatus,
+    FeedbackSaved,
+    FloorReport,
+    Machine,
+    NotFoundError,
+    ShiftReport,
+    Verdict,
+)
 from appliance.engine.types import Answer, Event, Query
 from appliance.server.events import answer_from_json, decode, parse_sse
 from kb.errors import InputError, ShifuError
@@ -97,6 +106,10 @@ class RemoteEngine:
     def floor_report(self, first: date, last: date) -> FloorReport:
         data = self.request("GET", "/v1/report/floor", params={"first": first.isoformat(), "last": last.isoformat()})
         return FloorReport.from_json(data)
+
+    def handover(self, at: datetime, lang: str) -> ShiftReport:
+        data = self.request("GET", "/v1/report/handover", params={"at": at.isoformat(), "lang": lang})
+        return ShiftReport.from_json(data)
 
     def warm(self) -> EngineStatus:
         """The server's status once its model has left "loading" (or after `warm_wait_s`)."""

@@ -45,6 +45,10 @@ class ModelInfo:
     """The languages the base model writes usably (models.toml `languages`)."""
     answer_mode: str = "free"
     """The base model's default answer mode (models.toml `answer_mode`): `free` or `quote`."""
+    verified: bool | None = None
+    """True: every file was checked against its registry hash before loading; False: a file named by
+    `model.path`/`model.adapter` in the configuration was loaded with no hash to check; None: a
+    server backend (the server owns its model files)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -57,6 +61,7 @@ class ModelInfo:
             "device": self.device,
             "languages": list(self.languages),
             "answer_mode": self.answer_mode,
+            "verified": self.verified,
         }
 
 

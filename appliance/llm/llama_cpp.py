@@ -159,6 +159,7 @@ class LlamaCppBackend(LLMBackend):
             device=device,
             languages=self.base.languages,
             answer_mode=self.base.answer_mode,
+            verified=bool(self.base.sha256) and (self.adapter is None or bool(self.adapter.sha256)),
             extra={"n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_gpu_layers": self.n_gpu_layers},
         )
 

@@ -31,9 +31,11 @@ AUDIT_SQL = (
     "SELECT id, created, query, source, code, normalized, machine_id, model_available, cached,"
     " (answer IS NOT NULL AND answer != 'null'), CASE WHEN refused IS NULL THEN notices END,"
     " CASE WHEN json_valid(timings) THEN json_extract(timings, '$.total') END,"
-    " refused, NULLIF(likely_codes, '[]'), machine_model FROM audit WHERE created >= ? AND created < ? ORDER BY id"
+    " refused, NULLIF(likely_codes, '[]'), machine_model, gate_dropped FROM audit"
+    " WHERE created >= ? AND created < ? ORDER BY id"
 )
-AUDIT_SQL_BEFORE_M005 = (AUDIT_SQL.replace("NULLIF(likely_codes, '[]'), machine_model", "NULL, NULL")
+AUDIT_SQL_BEFORE_M007 = AUDIT_SQL.replace(", gate_dropped FROM", ", NULL FROM")
+AUDIT_SQL_BEFORE_M005 = (AUDIT_SQL_BEFORE_M007.replace("NULLIF(likely_codes, '[]'), machine_model", "NULL, NULL")
                          .replace("refused IS NULL", "1").replace(" refused,", " NULL,"))
 
 
@@ -88,6 +90,8 @@ class AuditRow:
     generated: bool
     cached: bool
     total_ms: float | None
+    gate_dropped: int = 0
+    """Generated strings the quality gate dropped from this answer (0 on rows before m007)."""
 
 
 @dataclass(frozen=True)
@@ -161,12 +165,13 @@ def load_operational(db_path: Path, period: Period,
                 counts[str(code)] = counts.get(str(code), 0) + 1
 
         audit: list[AuditRow] = []
-        sql = AUDIT_SQL if "refused" in columns else AUDIT_SQL_BEFORE_M005
+        sql = (AUDIT_SQL if "gate_dropped" in columns else AUDIT_SQL_BEFORE_M007 if "refused" in columns
+               else AUDIT_SQL_BEFORE_M005)
         for row in conn.execute(
             sql, [period.start, period.end],
         ):
             (id_, created, query, source, code, normalized, machine_id, available, cached, generated, notices,
-             total, refused, likely, model) = row
+             total, refused, likely, model, dropped) = row
             key = normalized or (code_key(code) if code else "")
             if key and code:
                 spelled(key, code)
@@ -177,6 +182,7 @@ def load_operational(db_path: Path, period: Period,
                 id_, created, query, source or "", key, machine, model or inventory.get(machine, ("", ""))[0],
                 bool(refused), _json_list(likely) if likely else (), bool(available), bool(generated),
                 bool(cached) and bool(generated), float(total) if isinstance(total, int | float) else None,
+                int(dropped or 0),
             ))
         alarms: list[AlarmRow] = []
         for id_, received, machine_id, code, normalized, repeats in conn.execute(

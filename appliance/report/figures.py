@@ -22,6 +22,7 @@
   wording (`group_texts`); count and an example per group, largest first.
 - `model_use`: over the answers (questions and alarm answers, not evaluation runs): share
   with a generated part, withheld by the quality gate (the model answered, nothing passed),
+  the gate's drops (generated strings it dropped, summed over the answers: audit `gate_dropped`),
   cache hits among generated answers, answer latency p50/p95 (`timings.total`).
 """
 
@@ -315,6 +316,8 @@ class ModelUse:
     answers: int
     generated: int
     gate_withheld: int
+    gate_dropped: int
+    """Generated strings (steps, summaries, safety notes, parts) the quality gate dropped."""
     cached: int
     refused: int
     latency_p50_ms: float | None
@@ -341,6 +344,7 @@ def model_use(data: Dataset) -> ModelUse:
         answers=len(answers),
         generated=sum(a.generated for a in answers),
         gate_withheld=sum(a.model_available and not a.generated for a in answers),
+        gate_dropped=sum(a.gate_dropped for a in answers),
         cached=sum(a.cached for a in answers),
         refused=sum(a.refused for a in answers),
         latency_p50_ms=percentile(latencies, 50),

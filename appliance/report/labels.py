@@ -56,6 +56,7 @@ LABELS: dict[str, dict[str, str]] = {
     "generated_share": {"zh-TW": "含 AI 說明的比例", "en": "Share with a generated part"},
     "gate_withheld": {"zh-TW": "品質閘門攔下（模型有回答但無可用內容）",
                       "en": "Withheld by the quality gate (model answered, nothing usable)"},
+    "gate_dropped": {"zh-TW": "品質閘門刪除的 AI 文字條數", "en": "Generated strings dropped by the quality gate"},
     "cache_hit_share": {"zh-TW": "快取命中比例（AI 說明中）", "en": "Cache hits among generated answers"},
     "refused": {"zh-TW": "拒答（無相關資料）", "en": "Refused (nothing relevant)"},
     "latency_p50_ms": {"zh-TW": "回答時間 P50（毫秒）", "en": "Answer latency p50 (ms)"},

@@ -95,7 +95,7 @@ def _columns(kind: type) -> list[str]:
 def model_use_rows(use: fig.ModelUse, lang: str) -> list[tuple[str, Any, str]]:
     metrics: list[tuple[str, Any]] = [
         ("answers", use.answers), ("generated_share", use.generated_share), ("gate_withheld", use.gate_withheld),
-        ("cache_hit_share", use.cache_hit_share), ("refused", use.refused),
+        ("gate_dropped", use.gate_dropped), ("cache_hit_share", use.cache_hit_share), ("refused", use.refused),
         ("latency_p50_ms", use.latency_p50_ms), ("latency_p95_ms", use.latency_p95_ms),
     ]
     return [(name, value, label(lang, name)) for name, value in metrics]

@@ -35,7 +35,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from copy import deepcopy
-from datetime import date
+from datetime import date, datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -331,6 +331,14 @@ def make_server_app(settings: Settings, engine: Engine, *, warm: bool | None = N
         if last < first:
             raise InputError(f"last ({last}) is before first ({first})")
         return local.floor_report(first, last).to_json()
+
+    @app.get("/v1/report/handover", dependencies=guarded, tags=["report"], responses=ERRORS)
+    def handover_report(
+        at: Annotated[datetime, Query(description="A moment of the shift (ISO 8601; local time without an offset).")],
+        lang: Annotated[Lang, Query(description="Language of the code titles.")] = "zh-TW",
+    ) -> Any:
+        """The shift handover for the technician screen: the shift's alarms and their states, repeated codes."""
+        return local.handover(at if at.tzinfo else at.astimezone(), lang).to_json()
 
     # -- ask -----------------------------------------------------------------------------
     ask_responses: dict[int | str, dict[str, Any]] = {

@@ -13,7 +13,10 @@ audit.{csv,jsonl} - one row per answered query:
     id, created (ISO), created_unix, query, normalized, lang, machine_id, source (cli|kiosk|serial|http),
     code, kb_version, passage_ids (JSON list of chunk ids), model_id, model_sha256, adapter_id,
     adapter_sha256, model_available (bool), cached (bool), answer (JSON: generated text or null),
-    notices (JSON list), timings (JSON object, milliseconds)
+    notices (JSON list), timings (JSON object, milliseconds), machine_model, refused (bool), likely_codes
+    (JSON list), gate_dropped (generated strings the quality gate dropped; empty: nothing generated),
+    model_verified (bool: the pair was checked against the registry's hashes; false: a file named in
+    the configuration; empty: no model answered or a server backend)
 feedback.{csv,jsonl} - one row per operator verdict:
     id, audit_id (-> audit.id), verdict (fixed|not_fixed|call_technician), operator, created (ISO), created_unix,
     alarm_id (-> alarms.id when the answer was opened from an alarm, else empty)
@@ -42,13 +45,14 @@ from typing import Any
 from kb.errors import ShifuError
 
 EXPORT_FORMAT = 1
-JSON_COLUMNS = {"passage_ids", "answer", "notices", "timings", "steps", "generated", "tried"}
-FLAG_COLUMNS = {"model_available", "cached"}
+JSON_COLUMNS = {"passage_ids", "answer", "notices", "timings", "steps", "generated", "tried", "likely_codes"}
+FLAG_COLUMNS = {"model_available", "cached", "refused", "model_verified"}
 TABLES: dict[str, tuple[str, list[str]]] = {
     "audit": ("created", [
         "id", "created", "created_unix", "query", "normalized", "lang", "machine_id", "source", "code",
         "kb_version", "passage_ids", "model_id", "model_sha256", "adapter_id", "adapter_sha256",
-        "model_available", "cached", "answer", "notices", "timings",
+        "model_available", "cached", "answer", "notices", "timings", "machine_model", "refused", "likely_codes",
+        "gate_dropped", "model_verified",
     ]),
     "feedback": ("created", ["id", "audit_id", "verdict", "operator", "created", "created_unix", "alarm_id"]),
     "alarms": ("received", [
@@ -123,7 +127,8 @@ def export_loop_data(ops_db: Path, dest: Path, progress: Callable[[str, int], No
 
             def write_jsonl(handle: Any, rows: list[dict[str, Any]] = rows) -> None:
                 for row in rows:
-                    item = {k: (_decode(v) if k in JSON_COLUMNS else bool(v) if k in FLAG_COLUMNS else v)
+                    item = {k: (_decode(v) if k in JSON_COLUMNS
+                                else bool(v) if k in FLAG_COLUMNS and v is not None else v)
                             for k, v in row.items()}
                     handle.write(json.dumps(item, ensure_ascii=False) + "\n")
 

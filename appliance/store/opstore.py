@@ -126,8 +126,25 @@ def m006_work_orders(db: sqlite_utils.Database) -> None:
     )
 
 
+def m007_audit_quality(db: sqlite_utils.Database) -> None:
+    """What the quality gate dropped and whether the model pair was verified, per answer.
+
+    `gate_dropped`: how many generated strings (steps, summary, safety notes, parts) the quality
+    gate dropped (NULL when nothing was generated, and on rows before m007). `model_verified`: 1
+    when the pair that answered was hash-checked against the registry, 0 when it was loaded from
+    `model.path`/`model.adapter` in the configuration without a recorded hash, NULL when no
+    model answered (or a server backend, which owns its model).
+    """
+    columns = {row[1] for row in db.execute("PRAGMA table_info(audit)").fetchall()}
+    if "gate_dropped" not in columns:
+        db.execute("ALTER TABLE audit ADD COLUMN gate_dropped INTEGER")
+    if "model_verified" not in columns:
+        db.execute("ALTER TABLE audit ADD COLUMN model_verified INTEGER")
+
+
 MIGRATIONS: list[Migration] = [
     m001_initial, m002_feedback_alarm, m003_alarm_source, m004_alarm_severity, m005_audit_outcome, m006_work_orders,
+    m007_audit_quality,
 ]
 COUNTED = ("audit", "feedback", "alarms")
 """The tables whose row counts the technician screen and `GET /v1/status` show."""
@@ -160,9 +177,13 @@ class OpStore:
             return int(cursor.lastrowid or 0)
 
     # -- audit -----------------------------------------------------------------------------
-    def write_audit(self, answer: dict[str, Any], source: str = "") -> int:
-        """One row per answered query; returns its id (feedback refers to it)."""
+    def write_audit(self, answer: dict[str, Any], source: str = "", gate_dropped: int | None = None) -> int:
+        """One row per answered query; returns its id (feedback refers to it).
+
+        `gate_dropped`: the generated strings the quality gate dropped (None: nothing generated).
+        """
         model = answer.get("model") or {}
+        verified = model.get("verified")
         code = answer.get("code") or {}
         return self._insert(
             "audit",
@@ -183,6 +204,8 @@ class OpStore:
                 "machine_model": answer.get("machine_model") or code.get("machine_model"),
                 "procedure": json.dumps({"title": code.get("title"), "steps": code.get("steps") or [],
                                          "safety": code.get("safety") or []}, ensure_ascii=False) if code else None,
+                "gate_dropped": gate_dropped,
+                "model_verified": None if verified is None else int(bool(verified)),
             },
         )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import cast
 
@@ -105,9 +105,11 @@ class KioskApp(App[None]):
         watch_alarms: bool = True,
         machine_file: Path | None = None,
         today: Callable[[], date] = date.today,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__()
         self.today = today
+        self.now = now
         self.settings = settings
         self.client = client
         self.kiosk_mode = settings.kiosk.kiosk_mode if kiosk_mode is None else kiosk_mode
@@ -565,7 +567,7 @@ class KioskApp(App[None]):
     def _pin_done(self, ok: bool | None) -> None:
         if ok:
             self.push_screen(TechnicianScreen(self.lang, self.settings, self.client, self.status, self.monotonic,
-                                              self.today))
+                                              self.today, self.now))
 
 
 def make_app(
@@ -579,9 +581,10 @@ def make_app(
     watch_alarms: bool = True,
     machine_file: Path | None = None,
     today: Callable[[], date] = date.today,
+    now: Callable[[], datetime] | None = None,
 ) -> KioskApp:
     """Build the kiosk app over `client` (`LocalClient(engine)` or `RemoteEngine(url, ...)`); tests inject
-    clocks (and the date the technician screen's figures count from), the PIN file and whether alarms are watched."""
+    clocks (and the date and time the technician screen's figures and handover count from), the PIN file and whether alarms are watched."""
     return KioskApp(
         settings,
         client,
@@ -592,4 +595,5 @@ def make_app(
         watch_alarms=watch_alarms,
         machine_file=machine_file,
         today=today,
+        now=now,
     )

@@ -3,13 +3,15 @@
 Logs out by itself after `technician_idle_s` seconds without a key press. F2 shows the
 status; F3, F4 and F5 the floor's figures for today, this week and this month (the Pareto of
 codes as a terminal chart, the repeat offenders, the questions the knowledge base could not
-answer), read through the client protocol, so a thin-client kiosk shows the server's.
+answer); F6 and F7 the handover of this shift and of the one before (its alarms, which were
+fixed and how, which are open or escalated, codes repeated on one machine). Everything is read
+through the client protocol, so a thin-client kiosk shows the server's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from rich.text import Text
 from textual import work
@@ -21,7 +23,7 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from appliance.config import Settings
-from appliance.engine.client import EngineClient, EngineStatus, FloorReport
+from appliance.engine.client import EngineClient, EngineStatus, FloorReport, ShiftReport
 from appliance.ui.labels import label
 from appliance.ui.status import serial_ports
 
@@ -41,14 +43,19 @@ class TechnicianScreen(Screen[None]):
         Binding("f3", "page('today')", show=False),
         Binding("f4", "page('week')", show=False),
         Binding("f5", "page('month')", show=False),
+        Binding("f6", "shift(0)", show=False),
+        Binding("f7", "shift(1)", show=False),
     ]
 
     def __init__(
         self, lang: str, settings: Settings, client: EngineClient, status: EngineStatus, clock: Callable[[], float],
-        today: Callable[[], date] = date.today,
+        today: Callable[[], date] = date.today, now: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__()
         self.today = today
+        self.now = now or (lambda: datetime.now().astimezone())
+        self.handover: ShiftReport | None = None
+        """The shift on screen (None until it has been read)."""
         self.page = "status"
         self.floor: FloorReport | None = None
         """The figures on screen (None until the page's figures have been read)."""
@@ -69,6 +76,7 @@ class TechnicianScreen(Screen[None]):
                 yield Static(id="tech-floor-head")
                 yield PlotextPlot(id="tech-pareto")
                 yield Static(id="tech-floor-text")
+            yield Static(id="tech-shift")
         yield Static(id="tech-keys")
 
     def on_mount(self) -> None:
@@ -78,6 +86,7 @@ class TechnicianScreen(Screen[None]):
         )
         self.query_one("#tech-keys", Static).update(Text(label(self.lang, "tech_keys"), style="bold"))
         self.query_one("#tech-floor").display = False
+        self.query_one("#tech-shift").display = False
         self.draw()
         self.set_interval(1.0, self.check_idle)
         self.refresh_status()
@@ -147,9 +156,10 @@ class TechnicianScreen(Screen[None]):
 
     def action_page(self, page: str) -> None:
         self.page = page
-        floor = page != "status"
-        self.query_one("#tech-info").display = not floor
+        floor = page in ("today", "week", "month")
+        self.query_one("#tech-info").display = page == "status"
         self.query_one("#tech-floor").display = floor
+        self.query_one("#tech-shift").display = page.startswith("shift")
         if floor:
             self.floor = None
             self.query_one("#tech-floor-head", Static).update(Text(label(self.lang, "floor_loading"), style="italic"))
@@ -205,6 +215,80 @@ class TechnicianScreen(Screen[None]):
             text.append(f"  {label(lang, 'floor_none')}\n", style="italic")
         for example, count in report.gaps:
             text.append(f"  {count:>4} × {example}\n")
+        return text
+
+    # -- the shift handover ----------------------------------------------------------------
+    def action_shift(self, back: int) -> None:
+        """This shift (0) or the one before it (1)."""
+        page = f"shift{back}"
+        self.action_page(page)
+        self.handover = None
+        self.query_one("#tech-shift", Static).update(Text(label(self.lang, "floor_loading"), style="italic"))
+        at = self.now()
+        if back:
+            at = datetime.fromtimestamp(self._shift_start(at) - 60).astimezone()
+        self.load_shift(page, at)
+
+    def _shift_start(self, at: datetime) -> float:
+        """When the shift holding `at` began (the shifts are the engine's settings)."""
+        from appliance.report.handover import current_shift
+
+        return current_shift(at, tuple(self.settings.general.shifts)).begins.timestamp()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="shift")
+    def load_shift(self, page: str, at: datetime) -> None:
+        try:
+            report = self.client.handover(at, self.lang)
+        except Exception as error:  # a broken database or a server down: say so, stay in the screen
+            self.app.call_from_thread(self._shift_failed, page, str(error))
+            return
+        self.app.call_from_thread(self._shift_loaded, page, report)
+
+    def _shift_failed(self, page: str, message: str) -> None:
+        if page == self.page:
+            self.query_one("#tech-shift", Static).update(Text(label(self.lang, "failed", message=message),
+                                                             style="bold red"))
+
+    def _shift_loaded(self, page: str, report: ShiftReport) -> None:
+        if page == self.page:
+            self.handover = report
+            self.query_one("#tech-shift", Static).update(self.describe_shift(report, previous=page == "shift1"))
+
+    def describe_shift(self, report: ShiftReport, *, previous: bool) -> Text:
+        lang = self.lang
+
+        def at(stamp: float) -> str:
+            return datetime.fromtimestamp(stamp).astimezone().strftime("%m-%d %H:%M")
+
+        text = Text()
+        text.append(label(lang, "shift_previous" if previous else "shift_this"), style="bold underline")
+        text.append(f"  {at(report.begins)} – {at(report.ends)}\n")
+        text.append(label(lang, "shift_counts", alarms=len(report.alarms), fixed=report.count("fixed"),
+                          escalated=report.count("escalated"), open=report.count("open")) + "\n\n", style="bold")
+        if not report.alarms:
+            text.append(f"  {label(lang, 'floor_none')}\n", style="italic")
+        styles = {"fixed": "green", "escalated": "bold yellow", "open": "bold red"}
+        for state in ("open", "escalated", "fixed"):  # what the next shift must act on first
+            rows = [a for a in report.alarms if a.state == state]
+            if not rows:
+                continue
+            text.append(f"{label(lang, 'shift_' + state)} ({len(rows)})\n", style=styles[state])
+            for a in rows:
+                repeats = f" ×{a.repeats + 1}" if a.repeats else ""
+                text.append(f"  {at(a.received)[6:]}  {a.machine_id:<8} {a.code:<10}{repeats} {a.title}\n")
+                if a.state == "fixed":
+                    minutes = "" if a.minutes_to_fix is None else label(lang, "shift_minutes",
+                                                                        minutes=round(a.minutes_to_fix))
+                    done = a.action or label(lang, "shift_no_record")
+                    text.append(f"      {minutes} · {done}" + (f" · {a.operator}" if a.operator else "") + "\n",
+                                style="dim")
+                elif a.operator:
+                    text.append(f"      {a.operator}\n", style="dim")
+        text.append(f"\n{label(lang, 'shift_repeated')}\n", style="bold")
+        if not report.repeated:
+            text.append(f"  {label(lang, 'floor_none')}\n", style="italic")
+        for machine, code, times in report.repeated:
+            text.append(f"  {machine:<8} {code:<10} ×{times}\n")
         return text
 
     def on_key(self) -> None:
