@@ -204,8 +204,12 @@ def data_text(text: str) -> str:
 
 def quotes(ctx: PromptContext) -> tuple[quote.Quote, ...]:
     """The numbered sentences a quote-mode answer may choose from (the prompt lists exactly these)."""
+    headings = [ctx.title, f"{ctx.code} {ctx.title}"] if ctx.title else []
+    for p in ctx.passages:
+        headings.extend([p.source, *p.section.split(" > ")])
     return quote.candidates([data_text(step) for step in ctx.steps],
-                            [(p.n, data_text(p.text)) for p in ctx.passages], PASSAGE_CHARS)
+                            [(p.n, data_text(p.text)) for p in ctx.passages], PASSAGE_CHARS, headings,
+                            ctx.code)
 
 
 def code_line(ctx: PromptContext) -> str:

@@ -68,10 +68,13 @@ def sentence_lang(text: str) -> str:
 def _lines(text: str) -> list[str]:
     """Text lines with Markdown list markers, heading marks and emphasis removed; table rows as cells."""
     out: list[str] = []
-    for raw in text.splitlines():
-        line = raw.strip()
+    lines = [raw.strip() for raw in text.splitlines()]
+    for i, line in enumerate(lines):
         if not line or set(line) <= set("|-: ") or line.startswith("#"):
             continue  # blank, a table's header rule, or a heading (a title, not a step)
+        following = next((n for n in lines[i + 1:] if n), "")
+        if line.startswith("|") and "-" in following and set(following) <= set("|-: "):
+            continue  # a table's header row ("| ID | Error Code Description |"): column names, not a step
         if line.startswith("|") and line.endswith("|"):
             cells = [c.strip() for c in line.strip("|").split("|") if c.strip()]
             line = ": ".join(cells)
@@ -80,10 +83,13 @@ def _lines(text: str) -> list[str]:
     return out
 
 
-def split_sentences(text: str) -> list[str]:
-    """The sentences of a text: one per line of a list or table, split at Chinese and English ends."""
+def split_sentences(text: str, code: str = "") -> list[str]:
+    """The sentences of a text: one per line of a list or table, split at Chinese and English ends.
+    With `code`, the table rows naming another code are left out (`another_codes_row`)."""
     sentences: list[str] = []
     for line in _lines(text):
+        if another_codes_row(line, code):
+            continue
         for part in _ZH_END.split(line):
             sentences.extend(s.strip() for s in _EN_END.split(part) if s.strip())
     return sentences
@@ -107,15 +113,19 @@ def _key(text: str) -> str:
 
 
 def candidates(steps: Sequence[str], passages: Sequence[tuple[int, str]],
-               passage_chars: int | None = None) -> tuple[Quote, ...]:
+               passage_chars: int | None = None, headings: Sequence[str] = (), code: str = "") -> tuple[Quote, ...]:
     """The numbered sentences of the standard steps, then of each passage (n, text), repeats left out.
 
     With `passage_chars`, only the sentences within a passage's first `passage_chars` characters
     (what the free layout shows of it): the prompt stays as long as free mode's, and so does the
-    time each decoded token takes.
+    time each decoded token takes. A sentence that is one of `headings` (a passage's title or
+    section names, the code and its title: a code-table row's passage starts with "error:9 G-code
+    lock") is a title, not a step, and is never offered. With `code`, a passage's table row that
+    names another code ("1: G-code words consist of a letter and a value." in Grbl's error table,
+    asked about error:9) is another code's text and is not offered either.
     """
     quotes: list[Quote] = []
-    seen: set[str] = set()
+    seen: set[str] = {k for k in map(_key, headings) if k}
 
     def add(text: str, passage: int) -> bool:
         key = _key(text)
@@ -130,12 +140,38 @@ def candidates(steps: Sequence[str], passages: Sequence[tuple[int, str]],
             add(sentence, 0)
     for number, text in passages:
         taken = used = 0
-        for sentence in split_sentences(text):
+        for sentence in split_sentences(text, code):
             used += len(sentence) + 1
             if taken >= PER_PASSAGE or (passage_chars is not None and used > passage_chars + 1):
                 break
-            taken += add(sentence, number)
+            if not _label(sentence):
+                taken += add(sentence, number)
     return tuple(quotes)
+
+
+_LABEL = re.compile(r"^[^\s:]{1,24}: (.+)$")
+
+
+def _label(sentence: str) -> bool:
+    """A passage's "field: value" line with a short value and no sentence end ("name: Homing locate
+    feed rate", a table's cells): a label, not something an operator can do."""
+    match = _LABEL.match(sentence)
+    if match is None or _HAN.search(sentence):
+        return False
+    value = match.group(1).strip()
+    return len(value.split()) <= 5 and not value.endswith((".", "!", "?"))
+
+
+_ROW_KEY = re.compile(r"^([^\s:]{1,16}): ")
+
+
+def another_codes_row(sentence: str, code: str) -> bool:
+    """True for a table row ("cell: cell", as `_lines` writes it) whose first cell is a code (it holds a digit) other than
+    `code`: its numbers differ ("1" or "A01" against error:9 or A03; "9", "E203" match error:9, E-203)."""
+    match = _ROW_KEY.match(sentence)
+    if not code or match is None or not re.search(r"\d", match.group(1)):
+        return False
+    return [int(d) for d in re.findall(r"\d+", match.group(1))] != [int(d) for d in re.findall(r"\d+", code)]
 
 
 def _literal(text: str) -> str:

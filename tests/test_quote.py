@@ -8,6 +8,8 @@ listed there, under its number, character for character.
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,21 @@ def test_sentences_split_at_chinese_and_english_ends() -> None:
     quotes = quote.candidates(["Stop the belt and note the side"], [(2, "## A02\n3.\nSee 4.2. Then clean the tail pulley.")])
     assert [(q.n, q.text, q.passage) for q in quotes] == [
         (1, "Stop the belt and note the side", 0), (2, "Then clean the tail pulley.", 2)]  # no heading, number
+    table = "| ID | Error Code Description |\n|:-:|---|\n| 9 | G-code locked out during alarm or jog state |"
+    assert quote.split_sentences(table) == ["9: G-code locked out during alarm or jog state"]  # no header row
+    row = "error:9 G-code lock\nG-code commands are locked out during alarm or jog state."
+    assert [q.text for q in quote.candidates([], [(1, row)], headings=["error_codes.csv", "error:9 G-code lock"])] == [
+        "G-code commands are locked out during alarm or jog state."]  # the row's title line is a heading
+    rows = ("| 1 | G-code words consist of a letter and a value. Letter was not found. |\n"
+            "| 9 | G-code locked out during alarm or jog state. |")
+    assert [q.text for q in quote.candidates([], [(1, rows)], code="error:9")] == [
+        "9: G-code locked out during alarm or jog state."]  # error:1's row is not a step for error:9
+    assert [quote.another_codes_row(s, c) for s, c in [("A01: Drive motor overload", "A03"), ("E203: Barrel hot", "E-203"),
+                                                       ("Note: check the belt", "A03"), ("12: too fast", "")]] == [
+        True, False, False, False]
+    fields = "name: Homing locate feed rate\nunits: mm/min\ndescription: Sets the feed rate of the homing locate phase."
+    assert [q.text for q in quote.candidates([], [(1, fields)])] == [
+        "description: Sets the feed rate of the homing locate phase."]  # field labels are not steps
 
 
 def _passage(n: int, text: str) -> Passage:
@@ -121,6 +138,10 @@ def _engine(home: Path, backend: LLMBackend, embedder: Any) -> Any:
     return engine
 
 
+def _alnum(text: str) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
+
+
 def _check_quoted(engine: Any, backend: Recording, text: str, lang: str, machine: str = "") -> dict[str, Any]:
     from appliance.engine.types import Query
 
@@ -133,6 +154,12 @@ def _check_quoted(engine: Any, backend: Recording, text: str, lang: str, machine
     shown = backend.chats[-1][1]["content"]
     assert backend.chats[-1][0]["content"] == prompt.QUOTE_SYSTEM_PROMPT
     sources = {p["n"]: f"{p['source']} > {p['section']}" for p in answer["passages"]}
+    # No title is offered as a step: not a passage's source or section names, not the code and its title.
+    headings = {_alnum(h) for p in answer["passages"] for h in [p["source"], *p["section"].split(" > ")]}
+    if answer["code"]:
+        headings |= {_alnum(answer["code"]["title"]), _alnum(f"{answer['code']['code']} {answer['code']['title']}")}
+    listed = re.findall(r"^\((\d+)\) (.+)$", shown, flags=re.M)
+    assert listed and not [s for _, s in listed if _alnum(s) in headings], listed
     for step in generated["steps"]:
         # listed in what the model read, under its own number, character for character
         assert f"({step['quote']}) {step['text']}\n" in shown + "\n", (step, shown)

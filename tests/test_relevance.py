@@ -124,3 +124,24 @@ def test_calibration_on_the_grbl_corpus(grbl_kb: KnowledgeBase) -> None:
     kb = grbl_kb
     _check_calibration(kb, ["homing cycle failed", "soft limit alarm", "probe fail", "spindle speed"])
     assert kb.fts_threshold != pytest.approx(0.0)
+
+
+NEAR_MISSES = [("A13", "en"), ("E-299", "zh-TW"), ("error 22", "en"), ("AL-1009 是什麼", "zh-TW")]
+
+
+@pytest.mark.parametrize(("text", "lang"), NEAR_MISSES)
+def test_a_code_not_in_the_table_is_refused_although_passages_look_alike(mode_engine, text: str, lang: str) -> None:
+    """An operator's typo (A13 for A03, error 22) must not get the nearest passages as its procedure:
+    passages about other codes share the words ("error", "alarm") and look relevant."""
+    mode, engine = mode_engine
+    answer = engine.answer(Query(text, lang=lang), use_model=False)
+    assert answer.code is None
+    assert answer.passages or mode != "dense", "dense search always finds look-alikes: the case this test is for"
+    assert answer.refused is True, (mode, text, [(p.section, p.evidence) for p in answer.passages[:3]])
+
+
+def test_a_code_a_manual_names_is_answered_from_that_manual(mode_engine) -> None:
+    mode, engine = mode_engine
+    answer = engine.answer(Query("UCP206", lang="en"), use_model=False)  # a bearing the CV-200 manual names
+    assert answer.code is None and answer.refused is False, (mode, [p.section for p in answer.passages[:3]])
+    assert any("UCP206" in p.text for p in answer.passages)

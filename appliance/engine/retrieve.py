@@ -7,7 +7,9 @@ embedded English sentence-transformer cannot judge. The full-text evidence is co
 (kb.search.coverage: the IDF-weighted share of the query's terms a passage holds), against
 the threshold calibrated for this KB at build time (kb.search.calibrate). Either kind of evidence above its
 threshold makes the query relevant; with neither, nothing is generated and the answer
-says so (`refused`).
+says so (`refused`). A code that is not in the code table is relevant only when a passage
+names it (a manual's own alarm list): otherwise the nearest passages would be offered as its
+procedure.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from appliance.config import RetrievalSettings
 from appliance.engine.resolve import Resolved
 from kb.errors import ShifuError
+from kb.normalize import extract_codes
 from kb.reader import KnowledgeBase
 from kb.search.terms import _CJK_RUN
 from kb.types import Passage
@@ -54,5 +57,17 @@ def retrieve(kb: KnowledgeBase, resolved: Resolved, settings: RetrievalSettings)
     except ShifuError as error:
         return Retrieved(notices=(str(error),), relevant=resolved.entry is not None, failed=str(error))
     passages = tuple(result.passages)
-    found = resolved.entry is not None or settings.min_score <= 0 or relevant(passages, resolved.text, settings.min_score, kb.fts_threshold)
+    if unknown_code(resolved):
+        # A code that is not in the table means only itself: a manual that names it is evidence,
+        # passages that share the word "error" or look alike are not (they would be offered as
+        # its procedure).
+        found = any(extract_codes(p.text, {resolved.normalized or ""}) for p in passages)
+    else:
+        found = (resolved.entry is not None or settings.min_score <= 0
+                 or relevant(passages, resolved.text, settings.min_score, kb.fts_threshold))
     return Retrieved(passages, tuple(result.notices), result.mode, found)
+
+
+def unknown_code(resolved: Resolved) -> bool:
+    """The entry is a code (its shape, or a row for another model) with no row here and no choice to make."""
+    return resolved.entry is None and not resolved.ambiguous and bool(resolved.normalized) and not resolved.likely
