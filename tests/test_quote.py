@@ -227,6 +227,11 @@ def test_eval_sees_usable_answers_and_where_quotes_come_from() -> None:
     assert not_asked.usable is None and summary_only.usable is False
     summary = summarize([from_a03, mixed, emptied, summary_only, not_asked])
     assert (summary["usable"], summary["quoted_from_expected"]) == (0.5, 0.5)
+    # A step quoting the standard procedure: the row of the top likely code the model was given.
+    row_step = [{"text": "Clean the pulley lagging", "cites": [], "quote": 1}]
+    likely_a03 = score_item(item, {**answer(row_step), "likely_codes": [{"code": "a-03"}, {"code": "A02"}]}, {})
+    likely_a02 = score_item(item, {**answer(row_step), "likely_codes": [{"code": "A02"}, {"code": "A03"}]}, {})
+    assert (likely_a03.quoted_from_expected, likely_a02.quoted_from_expected) == (True, False)
 
 
 def test_data_build_writes_targets_in_the_adapters_mode(tmp_path: Path) -> None:
