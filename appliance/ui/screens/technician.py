@@ -224,21 +224,16 @@ class TechnicianScreen(Screen[None]):
         self.action_page(page)
         self.handover = None
         self.query_one("#tech-shift", Static).update(Text(label(self.lang, "floor_loading"), style="italic"))
-        at = self.now()
-        if back:
-            at = datetime.fromtimestamp(self._shift_start(at) - 60).astimezone()
-        self.load_shift(page, at)
-
-    def _shift_start(self, at: datetime) -> float:
-        """When the shift holding `at` began (the shifts are the engine's settings)."""
-        from appliance.report.handover import current_shift
-
-        return current_shift(at, tuple(self.settings.general.shifts)).begins.timestamp()
+        self.load_shift(page, self.now(), back)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="shift")
-    def load_shift(self, page: str, at: datetime) -> None:
+    def load_shift(self, page: str, at: datetime, back: int = 0) -> None:
+        """The shift holding `at`, or (`back`) the one that ended when it began: the engine knows
+        the plant's shifts (`general.shifts`), so a thin client asks it twice."""
         try:
             report = self.client.handover(at, self.lang)
+            if back:
+                report = self.client.handover(datetime.fromtimestamp(report.begins - 60).astimezone(), self.lang)
         except Exception as error:  # a broken database or a server down: say so, stay in the screen
             self.app.call_from_thread(self._shift_failed, page, str(error))
             return
