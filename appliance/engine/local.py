@@ -111,15 +111,18 @@ class LocalClient:
         ).fetchall()
         return [Machine(str(r[0]), str(r[1] or ""), str(r[2] or ""), str(r[3] or "")) for r in rows]
 
+    def _kb_dir(self) -> Path | None:
+        """The active KB's folder for the report modules (None while no KB can be opened)."""
+        try:
+            return self.engine.kb().dir
+        except ShifuError:
+            return None
+
     def floor_report(self, first: date, last: date) -> FloorReport:
         from appliance.report import figures
         from appliance.report.data import Period, load
 
-        try:
-            kb_dir: Path | None = self.engine.kb().dir
-        except ShifuError:
-            kb_dir = None
-        store = self.engine.opstore
+        kb_dir, store = self._kb_dir(), self.engine.opstore
         data = load(store.path if store is not None else None, kb_dir, Period(first, last))
         repeats = sorted((r for r in figures.repeats(data) if r.repeats), key=lambda r: (-r.repeats, r.machine_id, r.code))
         return FloorReport(
@@ -132,11 +135,7 @@ class LocalClient:
     def handover(self, at: datetime, lang: str) -> ShiftReport:
         from appliance.report.handover import build_handover, current_shift
 
-        try:
-            kb_dir: Path | None = self.engine.kb().dir
-        except ShifuError:
-            kb_dir = None
-        store = self.engine.opstore
+        kb_dir, store = self._kb_dir(), self.engine.opstore
         shift = current_shift(at, tuple(self.engine.settings.general.shifts))
         data = build_handover(store.path if store is not None else Path("/nonexistent"), shift, kb_dir, lang)
         return ShiftReport(
